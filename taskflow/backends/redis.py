@@ -1,0 +1,233 @@
+"""The Redis broker: the engine's operations as Lua scripts on a Redis or Valkey server."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from taskflow import scripts
+from taskflow.backends.base import NewJob, Outcome, Taken
+from taskflow.errors import BrokerError, ConfigurationError
+from taskflow.keys import DEFAULT_PREFIX, QueueKeys
+
+logger = logging.getLogger(__name__)
+
+URL_ENV = "TASKFLOW_BROKER_URL"
+SCHEMES = ("redis", "rediss", "unix")
+T = TypeVar("T")
+
+# Job states, and the key whose membership tells each one.
+ZSET_STATES = (
+    ("completed", "completed"), ("failed", "failed"), ("delayed", "delayed"),
+    ("prioritized", "prioritized"), ("waiting-children", "waiting-children"),
+)
+LIST_STATES = (("active", "active"), ("waiting", "wait"))
+
+
+def resolve_url(url: str | None) -> str:
+    """The broker URL: the one given, else ``$TASKFLOW_BROKER_URL``, else the embedded server."""
+    url = url or os.environ.get(URL_ENV) or None
+    if url is None:
+        from taskflow.backends import embedded
+
+        return embedded.ensure_server()
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise ConfigurationError(
+            f"broker URL must start with redis://, rediss:// or unix://: {url!r}"
+        )
+    return url
+
+
+@asynccontextmanager
+async def wrap_errors(what: str) -> AsyncIterator[None]:
+    """Raise redis failures as BrokerError, saying which operation failed."""
+    try:
+        yield
+    except RedisError as exc:
+        raise BrokerError(f"{what} failed: {exc}") from exc
+    except OSError as exc:
+        raise BrokerError(f"{what} failed: {exc}") from exc
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class RedisBroker:
+    """The engine's operations on one Redis server, for one event loop."""
+
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._blocking: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {
+            name: self.client.register_script(scripts.source(name)) for name in scripts.NAMES
+        }
+        self._keys: dict[str, QueueKeys] = {}
+
+    def keys(self, queue: str) -> QueueKeys:
+        """The key names of ``queue`` (cached)."""
+        found = self._keys.get(queue)
+        if found is None:
+            found = self._keys[queue] = QueueKeys(queue, self.prefix)
+        return found
+
+    async def _run(self, name: str, queue: str, args: list[Any]) -> Any:
+        keys = self.keys(queue)
+        async with wrap_errors(f"{name} on queue {queue!r}"):
+            return await self._scripts[name](keys=keys.engine, args=[keys.base, *args])
+
+    async def call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+        """Run one plain (read-only) command, its errors wrapped."""
+        async with wrap_errors(what):
+            return await command()
+
+    # -- changing state: one script each ----------------------------------------------
+
+    async def add_jobs(self, queue: str, jobs: list[NewJob]) -> list[tuple[str, bool]]:
+        """Add jobs in one call; returns (id, duplicated) per job, in order."""
+        args: list[Any] = [len(jobs)]
+        for job in jobs:
+            args += [job.job_id, job.name, job.data, job.opts, job.delay_ms, job.priority,
+                     "1" if job.lifo else "0"]
+        rows = await self._run("add", queue, args)
+        return [(str(job_id), dup == 1) for job_id, dup in rows]
+
+    async def finish_fetch(
+        self, queue: str, token: str, lock_ms: int, fetch: int, worker: str,
+        outcomes: list[Outcome],
+    ) -> Taken:
+        """Record outcomes, then take up to ``fetch`` ready jobs, in one call."""
+        args: list[Any] = [token, lock_ms, fetch, worker, len(outcomes)]
+        for o in outcomes:
+            args += [o.job_id, o.kind, o.value, o.stacktrace, o.attempts_made,
+                     o.retry_delay_ms, o.keep_count, o.keep_age_s, o.parent_key]
+        statuses, rows, next_delayed = await self._run("finish_fetch", queue, args)
+        jobs = [(str(job_id), _pairs(fields)) for job_id, fields in rows]
+        return Taken([int(s) for s in statuses], jobs, int(next_delayed))
+
+    async def extend_locks(
+        self, queue: str, token: str, lock_ms: int, job_ids: list[str]
+    ) -> list[str]:
+        """Renew locks of running jobs; returns the ids whose lock was lost."""
+        if not job_ids:
+            return []
+        lost = await self._run("extend_locks", queue, [token, lock_ms, *job_ids])
+        return [str(x) for x in lost]
+
+    async def check_stalled(
+        self, queue: str, max_stalled: int, interval_ms: int
+    ) -> tuple[list[str], list[str]] | None:
+        """Run the stalled check unless another worker ran it within the interval."""
+        result = await self._run("stalled", queue, [max_stalled, interval_ms])
+        if not result:
+            return None
+        recovered, failed = result
+        return [str(x) for x in recovered], [str(x) for x in failed]
+
+    async def set_progress(self, queue: str, job_id: str, progress_json: str) -> bool:
+        return bool(await self._run("progress", queue, [job_id, progress_json]))
+
+    async def add_log(self, queue: str, job_id: str, line: str, keep: int) -> int:
+        return int(await self._run("log", queue, [job_id, line, keep]))
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self._run("pause", queue, ["paused" if paused else "resumed"])
+
+    # -- waiting ----------------------------------------------------------------------
+
+    async def wait_for_marker(self, queue: str, timeout_s: float) -> bool:
+        """Block until a job may be ready (the queue's marker) or the timeout passes."""
+        if self._blocking is None:
+            self._blocking = aioredis.Redis.from_url(self.url, decode_responses=True)
+        marker = self.keys(queue).key("marker")
+        async with wrap_errors(f"waiting on queue {queue!r}"):
+            got = await self._blocking.bzpopmin(marker, timeout=max(0.001, timeout_s))
+        return got is not None
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
+        """The fields of a job's hash, or None when there is no such job."""
+        key = self.keys(queue).job(job_id)
+        fields = await self.call("reading a job", lambda: self.client.hgetall(key))
+        return cast(dict[str, str], fields) or None
+
+    async def get_logs(self, queue: str, job_id: str) -> list[str]:
+        key = self.keys(queue).job(job_id) + ":logs"
+        lines = await self.call("reading job logs", lambda: self.client.lrange(key, 0, -1))
+        return cast(list[str], lines)
+
+    async def job_state(self, queue: str, job_id: str) -> str:
+        """One of waiting, prioritized, delayed, active, completed, failed,
+        waiting-children, or unknown."""
+        keys = self.keys(queue)
+        pipe: Pipeline = self.client.pipeline(transaction=True)
+        for _, suffix in ZSET_STATES:
+            pipe.zscore(keys.key(suffix), job_id)
+        for _, suffix in LIST_STATES:
+            pipe.lpos(keys.key(suffix), job_id)
+        async with wrap_errors("reading a job's state"):
+            found = await pipe.execute()
+        states = [state for state, _ in ZSET_STATES + LIST_STATES]
+        for state, hit in zip(states, found, strict=True):
+            if hit is not None:
+                return "waiting" if state == "prioritized" else state
+        return "unknown"
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Number of jobs per state."""
+        keys = self.keys(queue)
+        pipe: Pipeline = self.client.pipeline(transaction=True)
+        for _, suffix in ZSET_STATES:
+            pipe.zcard(keys.key(suffix))
+        for _, suffix in LIST_STATES:
+            pipe.llen(keys.key(suffix))
+        async with wrap_errors("counting jobs"):
+            found = await pipe.execute()
+        states = [state for state, _ in ZSET_STATES + LIST_STATES]
+        return dict(zip(states, (int(x) for x in found), strict=True))
+
+    async def is_paused(self, queue: str) -> bool:
+        meta = self.keys(queue).key("meta")
+        return bool(await self.call("reading meta", lambda: self.client.hexists(meta, "paused")))
+
+    async def last_event_id(self, queue: str) -> str:
+        """The id of the newest entry of the events stream ("0-0" when empty)."""
+        stream = self.keys(queue).key("events")
+        rows = await self.call("reading events", lambda: self.client.xrevrange(stream, count=1))
+        return str(rows[0][0]) if rows else "0-0"
+
+    async def read_events(
+        self, streams: dict[str, str], block_ms: int | None, count: int = 1000
+    ) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
+        """XREAD over events streams, ``{stream key: last id seen}``; blocks up to block_ms."""
+        async with wrap_errors("reading events"):
+            if block_ms is None:
+                rows = await self.client.xread(streams, count=count)  # type: ignore[arg-type]
+            else:
+                # A blocking read holds one connection of the pool; the pool grows on demand.
+                rows = await self.client.xread(
+                    streams, count=count, block=block_ms  # type: ignore[arg-type]
+                )
+        return [(str(stream), [(str(i), dict(f)) for i, f in entries]) for stream, entries in rows]
+
+    async def ping(self) -> None:
+        await self.call("PING", self.client.ping)
+
+    async def close(self) -> None:
+        """Close the connections of this broker."""
+        for client in (self._blocking, self.client):
+            if client is not None:
+                await client.aclose()

@@ -1,0 +1,212 @@
+"""Job handles: what a caller holds after queuing, and what a running task sees of itself."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from taskflow import _json, _portal
+from taskflow.errors import JobFailedError, JobNotFoundError, ResultTimeoutError
+
+if TYPE_CHECKING:
+    from taskflow.app import App
+    from taskflow.backends.redis import RedisBroker
+
+R = TypeVar("R")
+
+# How far back in the events stream to look for the end of a job that is gone.
+EVENTS_LOOKBACK = 10000
+BLOCK_SLICE_MS = 5000
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A snapshot of a job, read in one round trip."""
+
+    id: str
+    queue: str
+    name: str
+    state: str
+    data: Any
+    opts: dict[str, Any]
+    attempts_made: int
+    attempts_started: int
+    progress: Any
+    result: Any
+    failed_reason: str | None
+    stacktrace: list[str]
+    timestamp_ms: int | None
+    processed_on_ms: int | None
+    finished_on_ms: int | None
+
+    @property
+    def traceback(self) -> str | None:
+        """The traceback of the last failed attempt."""
+        return self.stacktrace[-1] if self.stacktrace else None
+
+    @classmethod
+    def from_fields(cls, job_id: str, queue: str, state: str, f: dict[str, str]) -> JobInfo:
+        return cls(
+            id=job_id, queue=queue, name=f.get("name", ""), state=state,
+            data=_json.loads(f.get("data")), opts=_json.loads(f.get("opts")) or {},
+            attempts_made=int(f.get("atm") or 0), attempts_started=int(f.get("ats") or 0),
+            progress=_json.loads(f.get("progress")), result=_json.loads(f.get("returnvalue")),
+            failed_reason=f.get("failedReason"),
+            stacktrace=_json.loads(f.get("stacktrace")) or [],
+            timestamp_ms=_int_or_none(f.get("timestamp")),
+            processed_on_ms=_int_or_none(f.get("processedOn")),
+            finished_on_ms=_int_or_none(f.get("finishedOn")),
+        )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(float(text)) if text else None
+
+
+class Job(Generic[R]):
+    """A queued job: its id and queue, and ways to read its state and result."""
+
+    def __init__(self, app: App, queue: str, job_id: str, name: str = "") -> None:
+        self.app = app
+        self.queue = queue
+        self.id = job_id
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.name} queue={self.queue!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and (other.queue, other.id) == (self.queue, self.id)
+
+    def __hash__(self) -> int:
+        return hash((self.queue, self.id))
+
+    # -- async ------------------------------------------------------------------------
+
+    async def astate(self) -> str:
+        """waiting, delayed, active, completed, failed, waiting-children or unknown."""
+        return await self.app.broker().job_state(self.queue, self.id)
+
+    async def ainfo(self) -> JobInfo:
+        """A snapshot of the job; JobNotFoundError when it is gone."""
+        broker = self.app.broker()
+        fields = await broker.get_job(self.queue, self.id)
+        if fields is None:
+            raise JobNotFoundError(f"no job {self.id} in queue {self.queue!r}")
+        state = await broker.job_state(self.queue, self.id)
+        return JobInfo.from_fields(self.id, self.queue, state, fields)
+
+    async def alogs(self) -> list[str]:
+        """The lines the task logged for this job."""
+        return await self.app.broker().get_logs(self.queue, self.id)
+
+    async def aresult(self, timeout: float | None = None) -> R:
+        """Wait for the job to finish and return its result; raise JobFailedError
+        when it failed and ResultTimeoutError when ``timeout`` seconds pass first."""
+        broker = self.app.broker()
+        stream = broker.keys(self.queue).key("events")
+        last_id = await broker.last_event_id(self.queue)
+        ended = await self._ended_now(broker)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while ended is None:
+            block_ms = _block_ms(deadline)
+            if block_ms is None:
+                raise ResultTimeoutError(f"job {self.id} did not finish within {timeout} s")
+            for _, entries in await broker.read_events({stream: last_id}, block_ms):
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    ended = ended or self._ending_in(fields)
+        return self._outcome(*ended)
+
+    async def _ended_now(self, broker: RedisBroker) -> tuple[str, dict[str, str]] | None:
+        fields = await broker.get_job(self.queue, self.id)
+        if fields is None:
+            return await self._ended_in_history(broker)
+        if "finishedOn" not in fields:
+            return None
+        kind = "failed" if "failedReason" in fields and "returnvalue" not in fields else "completed"
+        return kind, fields
+
+    async def _ended_in_history(self, broker: RedisBroker) -> tuple[str, dict[str, str]]:
+        # Jobs kept for no time vanish when they end; their end is still in the stream.
+        stream = broker.keys(self.queue).key("events")
+        rows = await broker.call(
+            "reading events", lambda: broker.client.xrevrange(stream, count=EVENTS_LOOKBACK)
+        )
+        for _, fields in rows:
+            ended = self._ending_in(fields)
+            if ended is not None:
+                return ended
+        raise JobNotFoundError(f"no job {self.id} in queue {self.queue!r}")
+
+    def _ending_in(self, fields: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        if fields.get("jobId") != self.id or fields.get("event") not in ("completed", "failed"):
+            return None
+        return fields["event"], fields
+
+    def _outcome(self, kind: str, fields: dict[str, str]) -> R:
+        if kind == "completed":
+            return _json.loads(fields.get("returnvalue"))  # type: ignore[no-any-return]
+        trace = _json.loads(fields.get("stacktrace")) or []
+        reason = fields.get("failedReason", "")
+        raise JobFailedError(self.id, reason, trace[-1] if trace else None)
+
+    # -- sync -------------------------------------------------------------------------
+
+    def state(self) -> str:
+        """Like :meth:`astate`, from sync code."""
+        return _portal.run(self.astate())
+
+    def info(self) -> JobInfo:
+        """Like :meth:`ainfo`, from sync code."""
+        return _portal.run(self.ainfo())
+
+    def logs(self) -> list[str]:
+        """Like :meth:`alogs`, from sync code."""
+        return _portal.run(self.alogs())
+
+    def result(self, timeout: float | None = None) -> R:
+        """Like :meth:`aresult`, from sync code."""
+        return _portal.run(self.aresult(timeout))
+
+
+def _block_ms(deadline: float | None) -> int | None:
+    if deadline is None:
+        return BLOCK_SLICE_MS
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None
+    return max(1, min(BLOCK_SLICE_MS, int(left * 1000)))
+
+
+class JobContext:
+    """What a running task knows of its own job: :func:`current_job` returns it."""
+
+    def __init__(self, job_id: str, queue: str, name: str, attempts_made: int,
+                 runtime: Any) -> None:
+        self.id = job_id
+        self.queue = queue
+        self.name = name
+        self.attempts_made = attempts_made
+        self._runtime = runtime
+
+    def progress(self, value: Any) -> None:
+        """Report progress (any JSON value, often a percentage); listeners get an event."""
+        self._runtime.report(self, "progress", _json.dumps(value, "progress"))
+
+    def log(self, line: str) -> None:
+        """Append a line to the job's log."""
+        self._runtime.report(self, "log", str(line))
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("taskflow_job")
+
+
+def current_job() -> JobContext:
+    """The job being run by the calling task; LookupError outside a task run by a worker."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError("current_job() is only available inside a task run by a worker") from None

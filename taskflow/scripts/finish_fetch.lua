@@ -1,0 +1,239 @@
+--[[
+  Record the outcome of finished jobs, then take the next ready jobs: the one
+  call a busy worker makes per round. With no finished jobs it only takes;
+  with a fetch count of 0 it only finishes.
+
+  KEYS: the queue's engine keys (see _lib.lua).
+  ARGV[1] job key prefix
+  ARGV[2] the worker's lock token
+  ARGV[3] lock duration, ms
+  ARGV[4] how many jobs to take (0 = none)
+  ARGV[5] worker name (stored as the job's "pb")
+  ARGV[6] number of finished jobs, n
+  then 9 values per finished job, from ARGV[7]:
+    id, outcome, value, stacktrace JSON ("" = leave), attempts made,
+    retry delay ms, keep count (-1 = all), keep age s (-1 = any age), parent key ("" = none)
+  outcome: "completed" (value = result JSON), "failed" (value = reason; final),
+    "exhausted" (final failure after the last attempt), "retry" (back to delayed
+    after the delay, or to wait when it is 0).
+
+  Returns {statuses, jobs, nextDelayedMs}:
+    statuses: one per finished job: 1 done, -2 lock not owned, -3 not active
+    jobs: {id, {field, value, ...}} for each job taken, fields as before taking
+    nextDelayedMs: due time of the next delayed job, or 0
+  Events: completed, failed, retries-exhausted, delayed, waiting, active, drained.
+]]
+local prefix = ARGV[1]
+local token = ARGV[2]
+local now = nowMs()
+local statuses = {}
+local finished = {completed = {}, failed = {}}
+local keep = {completed = {}, failed = {}}
+
+-- A parent whose last pending child just finished moves to its own queue's
+-- ready list (the parent's queue may differ from the child's).
+local function releaseParent(parentKey)
+  local queueKey, parentId = string.match(parentKey, "^(.*):([^:]+)$")
+  if rcall("ZREM", queueKey .. ":waiting-children", parentId) == 0 then
+    return
+  end
+  local priority = tonumber(rcall("HGET", parentKey, "priority")) or 0
+  if priority > 0 then
+    rcall("ZADD", queueKey .. ":prioritized",
+          priorityScore(priority, queueKey .. ":pc"), parentId)
+  else
+    rcall("LPUSH", queueKey .. ":wait", parentId)
+  end
+  rcall("XADD", queueKey .. ":events", "*", "event", "waiting", "jobId", parentId,
+        "prev", "waiting-children")
+  if rcall("HEXISTS", queueKey .. ":meta", "paused") == 0 then
+    rcall("ZADD", queueKey .. ":marker", 0, "0")
+  end
+end
+
+local function notifyParent(parentKey, jobKey, outcome, value)
+  if parentKey == "" or rcall("SREM", parentKey .. ":dependencies", jobKey) == 0 then
+    return
+  end
+  if outcome == "completed" then
+    rcall("HSET", parentKey .. ":processed", jobKey, value)
+  else
+    rcall("HSET", parentKey .. ":failed", jobKey, value)
+  end
+  if rcall("SCARD", parentKey .. ":dependencies") == 0 then
+    releaseParent(parentKey)
+  end
+end
+
+local function retry(jobId, jobKey, delayMs)
+  if delayMs > 0 then
+    pushDelayed(jobId, now + delayMs)
+    rcall("HSET", jobKey, "delay", delayMs)
+    rcall("XADD", KEYS[7], "*", "event", "delayed", "jobId", jobId, "delay", now + delayMs)
+    markDelayed(KEYS[9], KEYS[4])
+  else
+    pushReady(jobId, tonumber(rcall("HGET", jobKey, "priority")) or 0, false)
+    rcall("XADD", KEYS[7], "*", "event", "waiting", "jobId", jobId, "prev", "failed")
+    markReady(KEYS[9], KEYS[8])
+  end
+end
+
+local function settle(jobId, jobKey, outcome, base)
+  local value = ARGV[base + 2]
+  if outcome == "completed" then
+    rcall("HSET", jobKey, "returnvalue", value, "finishedOn", now, "atm", ARGV[base + 4])
+    rcall("XADD", KEYS[7], "*", "event", "completed", "jobId", jobId,
+          "returnvalue", value, "prev", "active")
+  else
+    rcall("HSET", jobKey, "failedReason", value, "finishedOn", now, "atm", ARGV[base + 4])
+    rcall("XADD", KEYS[7], "*", "event", "failed", "jobId", jobId,
+          "failedReason", value, "prev", "active")
+    if outcome == "exhausted" then
+      rcall("XADD", KEYS[7], "*", "event", "retries-exhausted", "jobId", jobId,
+            "attemptsMade", ARGV[base + 4])
+    end
+    outcome = "failed"
+  end
+  notifyParent(ARGV[base + 8], jobKey, outcome, value)
+  local keepCount = tonumber(ARGV[base + 6])
+  if keepCount == 0 then
+    delInSlices(jobKeysOf(prefix, {jobId}))
+    return
+  end
+  local ids = finished[outcome]
+  ids[#ids + 1] = now
+  ids[#ids + 1] = jobId
+  local rule = keep[outcome]
+  if keepCount > 0 and (rule.count == nil or keepCount < rule.count) then
+    rule.count = keepCount
+  end
+  local keepAge = tonumber(ARGV[base + 7])
+  if keepAge >= 0 and (rule.age == nil or keepAge < rule.age) then
+    rule.age = keepAge
+  end
+end
+
+local function finishOne(base)
+  local jobId = ARGV[base]
+  local jobKey = prefix .. jobId
+  local lockKey = jobKey .. ":lock"
+  if rcall("GET", lockKey) ~= token then
+    return -2
+  end
+  rcall("DEL", lockKey)
+  if rcall("LREM", KEYS[2], -1, jobId) == 0 then
+    return -3
+  end
+  local outcome = ARGV[base + 1]
+  if ARGV[base + 3] ~= "" then
+    rcall("HSET", jobKey, "stacktrace", ARGV[base + 3])
+  end
+  if outcome == "retry" then
+    rcall("HSET", jobKey, "failedReason", ARGV[base + 2], "atm", ARGV[base + 4])
+    retry(jobId, jobKey, tonumber(ARGV[base + 5]))
+  else
+    settle(jobId, jobKey, outcome, base)
+  end
+  return 1
+end
+
+-- Prune a finished set to the strictest retention asked for in this call.
+local function prune(setKey, rule)
+  if rule.age then
+    local old = rcall("ZRANGEBYSCORE", setKey, 0, now - rule.age * 1000, "LIMIT", 0, 1000)
+    if #old > 0 then
+      rcall("ZREM", setKey, unpack(old))
+      delInSlices(jobKeysOf(prefix, old))
+    end
+  end
+  if rule.count then
+    local excess = rcall("ZCARD", setKey) - rule.count
+    if excess > 0 then
+      local popped = rcall("ZPOPMIN", setKey, excess)
+      local ids = {}
+      for i = 1, #popped, 2 do
+        ids[#ids + 1] = popped[i]
+      end
+      delInSlices(jobKeysOf(prefix, ids))
+    end
+  end
+end
+
+local function record(setKey, outcome)
+  local entries = finished[outcome]
+  for i = 1, #entries, 5000 do
+    rcall("ZADD", setKey, unpack(entries, i, math.min(i + 4999, #entries)))
+  end
+  if #entries > 0 then
+    prune(setKey, keep[outcome])
+  end
+end
+
+local function takeOne(jobId)
+  local jobKey = prefix .. jobId
+  local fields = rcall("HGETALL", jobKey)
+  if #fields == 0 then
+    rcall("LREM", KEYS[2], 1, jobId)
+    return nil
+  end
+  rcall("SET", jobKey .. ":lock", token, "PX", ARGV[3])
+  rcall("HSET", jobKey, "processedOn", now, "pb", ARGV[5])
+  rcall("HINCRBY", jobKey, "ats", 1)
+  rcall("XADD", KEYS[7], "*", "event", "active", "jobId", jobId, "prev", "waiting")
+  return {jobId, fields}
+end
+
+local function popReady(count)
+  local ids = rcall("RPOP", KEYS[1], count) or {}
+  if #ids < count then
+    local popped = rcall("ZPOPMIN", KEYS[3], count - #ids)
+    for i = 1, #popped, 2 do
+      ids[#ids + 1] = popped[i]
+    end
+  end
+  return ids
+end
+
+local function take(count)
+  promoteDelayed(prefix, now)
+  if count <= 0 or isPaused(KEYS[8]) then
+    return {}
+  end
+  local cap = tonumber(rcall("HGET", KEYS[8], "concurrency"))
+  if cap then
+    count = math.min(count, cap - rcall("LLEN", KEYS[2]))
+  end
+  if count <= 0 then
+    return {}
+  end
+  local ids = popReady(count)
+  if #ids == 0 then
+    return {}
+  end
+  rcall("LPUSH", KEYS[2], unpack(ids))
+  local jobs = {}
+  for _, jobId in ipairs(ids) do
+    jobs[#jobs + 1] = takeOne(jobId)
+  end
+  if rcall("LLEN", KEYS[1]) > 0 or rcall("ZCARD", KEYS[3]) > 0 then
+    markReady(KEYS[9], KEYS[8])
+  end
+  return jobs
+end
+
+local n = tonumber(ARGV[6])
+for i = 0, n - 1 do
+  statuses[#statuses + 1] = finishOne(7 + i * 9)
+end
+record(KEYS[5], "completed")
+record(KEYS[6], "failed")
+
+local jobs = take(tonumber(ARGV[4]))
+if n > 0 then
+  trimEvents(KEYS[8], KEYS[7])
+  if #jobs == 0 and rcall("LLEN", KEYS[2]) == 0 and rcall("LLEN", KEYS[1]) == 0
+      and rcall("ZCARD", KEYS[3]) == 0 then
+    rcall("XADD", KEYS[7], "*", "event", "drained")
+  end
+end
+return {statuses, jobs, nextDelayedMs(KEYS[4]) or 0}

@@ -1,0 +1,443 @@
+"""The worker: takes jobs from its queues, runs their tasks, records the outcomes.
+
+One driver per queue makes one script call per round: it records the outcomes of
+the jobs that finished since the last round and takes as many ready jobs as there
+are free slots. When nothing is ready, it blocks on the queue's marker; no polling.
+Locks of running jobs are renewed from the event loop in one call per queue and
+interval, whatever the jobs are doing; the stalled check returns the jobs of dead
+workers to their queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from taskflow import _json
+from taskflow.backends.base import Outcome
+from taskflow.errors import (
+    ConfigurationError,
+    EncodeError,
+    TaskflowError,
+    UnknownTaskError,
+    UnrecoverableError,
+)
+from taskflow.job import JobContext, _current
+from taskflow.options import Backoff, JobOptions
+
+if TYPE_CHECKING:
+    from taskflow.app import App
+    from taskflow.backends.redis import RedisBroker
+
+logger = logging.getLogger(__name__)
+
+Pool = Literal["threads", "async"]
+EVENTS = ("active", "completed", "failed", "stalled", "error")
+STACKTRACE_LIMIT = 10
+IDLE_BLOCK_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    """What the worker needs of a job's options, parsed once per distinct opts text."""
+
+    attempts: int
+    backoff: Backoff | None
+    keep_completed: tuple[int, float]
+    keep_failed: tuple[int, float]
+    keep_logs: int
+
+    @classmethod
+    @functools.lru_cache(maxsize=256)
+    def of(cls, opts_text: str) -> _Policy:
+        opts = JobOptions.from_bullmq(_json.loads(opts_text) or {})
+        return cls(opts.attempts, opts.backoff, opts.keep_completed.script_args(),
+                   opts.keep_failed.script_args(), opts.keep_logs or 0)
+
+
+class _Running:
+    """One job being run by this worker."""
+
+    __slots__ = ("context", "fields", "policy", "queue", "started")
+
+    def __init__(self, queue: str, context: JobContext, fields: dict[str, str]) -> None:
+        self.queue = queue
+        self.context = context
+        self.fields = fields
+        self.policy = _Policy.of(fields.get("opts") or "{}")
+        self.started = time.perf_counter()
+
+
+class Worker:
+    """Runs the tasks of an app from one or more queues.
+
+    concurrency: jobs run at once by this worker (all queues together).
+    pool: ``threads`` runs plain functions on a thread pool and coroutines on the
+        loop; ``async`` runs plain functions on the loop too (only for functions
+        that never block).
+    lock_ms: how long a job's lock lives without renewal; renewed every half of it.
+    stalled_interval_ms / max_stalled: how often the stalled check runs, and how many
+        times a job may stall before it fails.
+    grace_s: how long a graceful stop waits for running jobs.
+    """
+
+    def __init__(
+        self, app: App, queues: Sequence[str] | None = None, *, concurrency: int = 10,
+        pool: Pool = "threads", lock_ms: int = 30_000, stalled_interval_ms: int = 30_000,
+        max_stalled: int = 1, grace_s: float = 30.0, name: str | None = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an int >= 1: {concurrency!r}")
+        if pool not in ("threads", "async"):
+            raise ConfigurationError(f"pool must be 'threads' or 'async': {pool!r}")
+        if lock_ms < 10 or stalled_interval_ms < 10 or max_stalled < 0 or grace_s < 0:
+            raise ConfigurationError("lock_ms, stalled_interval_ms, max_stalled, grace_s too small")
+        self.app = app
+        self.queues = list(queues or app.queues)
+        self.concurrency = concurrency
+        self.pool = pool
+        self.lock_ms = lock_ms
+        self.stalled_interval_ms = stalled_interval_ms
+        self.max_stalled = max_stalled
+        self.grace_s = grace_s
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.token = uuid.uuid4().hex
+        self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._outcomes: dict[str, list[tuple[_Running, Outcome, Any]]] = defaultdict(list)
+        self._wake: dict[str, asyncio.Event] = {}
+        self._ready: dict[str, bool] = {}
+        self._next_due_ms: dict[str, int] = {}
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._broker: RedisBroker | None = None
+
+    # -- public -----------------------------------------------------------------------
+
+    def on(self, event: str, callback: Callable[..., Any]) -> None:
+        """Call ``callback`` on a worker event: ``active(job)``, ``completed(job, result)``,
+        ``failed(job, error)`` (each failed attempt), ``stalled(job_id)``, ``error(exc)``."""
+        if event not in EVENTS:
+            raise ConfigurationError(f"unknown worker event {event!r}; known: {EVENTS}")
+        self._listeners[event].append(callback)
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._running)
+
+    def stop(self) -> None:
+        """Stop taking jobs; :meth:`run` returns once running jobs end (within grace_s)."""
+        self._stopping = True
+        for event in self._wake.values():
+            event.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; then finish running jobs within the grace period."""
+        self._loop = asyncio.get_running_loop()
+        self._broker = self.app.broker()
+        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="taskflow-job")
+        self._stopped = asyncio.Event()
+        logger.info("worker %s started: queues %s, concurrency %d, pool %s",
+                    self.name, ",".join(self.queues), self.concurrency, self.pool)
+        housekeeping = [asyncio.create_task(self._renew_locks()),
+                        asyncio.create_task(self._check_stalled())]
+        try:
+            await asyncio.gather(*(self._drive(q) for q in self.queues))
+        finally:
+            for task in housekeeping:
+                task.cancel()
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            await self.app.aclose()
+            self._stopped.set()
+            logger.info("worker %s stopped", self.name)
+
+    def run_forever(self, install_signals: bool = True) -> None:
+        """Run in a new event loop until SIGTERM/SIGINT (a second signal exits at once)."""
+        asyncio.run(self._run_with_signals(install_signals))
+
+    async def _run_with_signals(self, install_signals: bool) -> None:
+        if install_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        await self.run()
+
+    def _on_signal(self, sig: int) -> None:
+        if self._stopping:
+            logger.warning("second %s: exiting now", signal.Signals(sig).name)
+            os._exit(128 + sig)
+        logger.info("%s: stopping after running jobs (up to %.0f s)",
+                    signal.Signals(sig).name, self.grace_s)
+        self.stop()
+
+    # -- the driver of one queue ------------------------------------------------------
+
+    async def _drive(self, queue: str) -> None:
+        self._wake[queue] = asyncio.Event()
+        self._ready[queue] = True
+        marker: asyncio.Task[bool] | None = None
+        grace_end: float | None = None
+        try:
+            while True:
+                if self._stopping and grace_end is None:
+                    grace_end = time.monotonic() + self.grace_s
+                if self._stopping and not self._outcomes[queue] and not self._running_in(queue):
+                    return
+                if grace_end is not None and time.monotonic() > grace_end:
+                    logger.warning("grace period over: %d job(s) left to the stalled check",
+                                   len(self._running_in(queue)))
+                    return
+                fetch = 0 if self._stopping else self.concurrency - len(self._running)
+                if self._outcomes[queue] or (fetch > 0 and self._ready[queue]):
+                    await self._round(queue, fetch)
+                    continue
+                marker = await self._idle(queue, fetch > 0, marker, grace_end)
+        finally:
+            if marker is not None:
+                marker.cancel()
+
+    async def _round(self, queue: str, fetch: int) -> None:
+        broker = self._require_broker()
+        done, self._outcomes[queue] = self._outcomes[queue], []
+        try:
+            taken = await broker.finish_fetch(queue, self.token, self.lock_ms, fetch, self.name,
+                                              [outcome for _, outcome, _ in done])
+        except TaskflowError as exc:
+            self._outcomes[queue] = done + self._outcomes[queue]
+            await self._broker_trouble(exc)
+            return
+        self._settled(done, taken.statuses)
+        for job_id, fields in taken.jobs:
+            self._start(queue, job_id, fields)
+        if fetch > 0 and len(taken.jobs) < fetch:
+            self._ready[queue] = False
+            self._next_due_ms[queue] = taken.next_delayed_ms
+
+    async def _idle(self, queue: str, can_take: bool, marker: asyncio.Task[bool] | None,
+                    grace_end: float | None) -> asyncio.Task[bool] | None:
+        """Wait for a job of this queue to finish, or (with a free slot) for the marker."""
+        wake = self._wake[queue]
+        wake.clear()
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(wake.wait())]
+        if can_take and marker is None:
+            marker = asyncio.create_task(self._wait_marker(queue))
+        if can_take and marker is not None:
+            waiters.append(marker)
+        timeout = None if grace_end is None else max(0.0, grace_end - time.monotonic())
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiters[0].cancel()
+        if marker is not None and marker.done():
+            self._ready[queue] = True
+            marker = None
+        return marker
+
+    async def _wait_marker(self, queue: str) -> bool:
+        due = self._next_due_ms.get(queue, 0)
+        timeout = IDLE_BLOCK_S
+        if due:
+            timeout = min(timeout, max(0.0, due / 1000.0 - time.time()) + 0.005)
+        try:
+            return await self._require_broker().wait_for_marker(queue, timeout)
+        except TaskflowError as exc:
+            await self._broker_trouble(exc)
+            return False
+
+    async def _broker_trouble(self, exc: TaskflowError) -> None:
+        logger.error("broker error: %s; retrying in 1 s", exc)
+        self._emit("error", exc)
+        await asyncio.sleep(1.0)
+
+    def _running_in(self, queue: str) -> list[_Running]:
+        return [r for (q, _), r in self._running.items() if q == queue]
+
+    def _require_broker(self) -> RedisBroker:
+        assert self._broker is not None, "the worker is not running"
+        return self._broker
+
+    # -- running one job --------------------------------------------------------------
+
+    def _start(self, queue: str, job_id: str, fields: dict[str, str]) -> None:
+        attempts_made = int(fields.get("atm") or 0)
+        context = JobContext(job_id, queue, fields.get("name", ""), attempts_made, self)
+        running = _Running(queue, context, fields)
+        self._running[(queue, job_id)] = running
+        self._emit("active", context)
+        asyncio.create_task(self._execute(running))
+
+    async def _execute(self, running: _Running) -> None:
+        try:
+            result = await self._call(running)
+            value = _json.dumps(result, f"result of {running.context.name}")
+            outcome = self._completed(running, value)
+        except Exception as exc:
+            outcome, result = self._failed(running, exc), exc
+        except asyncio.CancelledError as exc:
+            outcome, result = self._failed(running, exc), exc
+        queue = running.queue
+        self._outcomes[queue].append((running, outcome, result))
+        del self._running[(queue, running.context.id)]
+        for event in self._wake.values():
+            event.set()
+
+    async def _call(self, running: _Running) -> Any:
+        task = self.app.get_task(running.context.name)
+        try:
+            args, kwargs = task.decode_args(_json.loads(running.fields.get("data")))
+        except (TypeError, ValueError) as exc:
+            raise UnrecoverableError(f"bad arguments for {task.name}: {exc}") from exc
+        token = _current.set(running.context)
+        try:
+            if task.is_async:
+                return await task.fn(*args, **kwargs)
+            if self.pool == "async":
+                return task.fn(*args, **kwargs)
+            call = functools.partial(task.fn, *args, **kwargs)
+            ctx = contextvars.copy_context()
+            return await self._require_loop().run_in_executor(self._threads, ctx.run, call)
+        finally:
+            _current.reset(token)
+
+    def _completed(self, running: _Running, value: str) -> Outcome:
+        count, age = running.policy.keep_completed
+        return Outcome(running.context.id, "completed", value, running.context.attempts_made + 1,
+                       keep_count=count, keep_age_s=age,
+                       parent_key=running.fields.get("parentKey", ""))
+
+    def _failed(self, running: _Running, exc: BaseException) -> Outcome:
+        policy = running.policy
+        made = running.context.attempts_made + 1
+        reason = _reason(exc)
+        stacktrace = self._stacktrace(running, exc)
+        count, age = policy.keep_failed
+        parent_key = running.fields.get("parentKey", "")
+        if _is_final(exc) or made >= policy.attempts:
+            kind = "failed" if _is_final(exc) else "exhausted"
+            return Outcome(running.context.id, kind, reason, made, stacktrace,
+                           keep_count=count, keep_age_s=age, parent_key=parent_key)
+        delay = policy.backoff.wait_ms(made) if policy.backoff else 0
+        return Outcome(running.context.id, "retry", reason, made, stacktrace, delay)
+
+    def _stacktrace(self, running: _Running, exc: BaseException) -> str:
+        earlier = _json.loads(running.fields.get("stacktrace")) or []
+        text = "".join(traceback.format_exception(exc))
+        return _json.dumps([*earlier, text][-STACKTRACE_LIMIT:])
+
+    def _settled(self, done: list[tuple[_Running, Outcome, Any]], statuses: list[int]) -> None:
+        for (running, outcome, result), status in zip(done, statuses, strict=True):
+            ctx = running.context
+            elapsed = time.perf_counter() - running.started
+            if status != 1:
+                logger.warning("%6.2fs ! %s:%s outcome dropped: the lock was lost",
+                               elapsed, ctx.id, ctx.name)
+                continue
+            if outcome.kind == "completed":
+                logger.info("%6.2fs ← %s:%s completed", elapsed, ctx.id, ctx.name)
+                self._emit("completed", ctx, result)
+                continue
+            logger.info("%6.2fs × %s:%s %s: %s", elapsed, ctx.id, ctx.name,
+                        "retrying" if outcome.kind == "retry" else "failed", outcome.value)
+            self._emit("failed", ctx, result)
+
+    # -- reports from running tasks ---------------------------------------------------
+
+    def report(self, context: JobContext, kind: str, payload: str) -> None:
+        """Send a progress value or a log line of a running job (from any thread)."""
+        loop = self._require_loop()
+        coro = self._send_report(context, kind, payload)
+        try:
+            running_loop = asyncio.get_running_loop()
+        except RuntimeError:
+            running_loop = None
+        if running_loop is loop:
+            loop.create_task(coro)
+        else:
+            asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def _send_report(self, context: JobContext, kind: str, payload: str) -> None:
+        broker = self._require_broker()
+        try:
+            if kind == "progress":
+                await broker.set_progress(context.queue, context.id, payload)
+            else:
+                running = self._running.get((context.queue, context.id))
+                keep = running.policy.keep_logs if running else 0
+                await broker.add_log(context.queue, context.id, payload, keep)
+        except TaskflowError as exc:
+            logger.warning("could not record %s of job %s: %s", kind, context.id, exc)
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "the worker is not running"
+        return self._loop
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    async def _renew_locks(self) -> None:
+        broker = self._require_broker()
+        while True:
+            await asyncio.sleep(self.lock_ms / 2000.0)
+            for queue in self.queues:
+                ids = [r.context.id for r in self._running_in(queue)]
+                try:
+                    lost = await broker.extend_locks(queue, self.token, self.lock_ms, ids)
+                except TaskflowError as exc:
+                    logger.warning("could not renew locks on %s: %s", queue, exc)
+                    continue
+                for job_id in lost:
+                    logger.warning("lock of job %s in %s was lost", job_id, queue)
+
+    async def _check_stalled(self) -> None:
+        broker = self._require_broker()
+        while True:
+            for queue in self.queues:
+                try:
+                    found = await broker.check_stalled(
+                        queue, self.max_stalled, self.stalled_interval_ms)
+                except TaskflowError as exc:
+                    logger.warning("stalled check on %s failed: %s", queue, exc)
+                    continue
+                if found:
+                    self._report_stalled(queue, *found)
+            await asyncio.sleep(self.stalled_interval_ms / 1000.0)
+
+    def _report_stalled(self, queue: str, recovered: list[str], failed: list[str]) -> None:
+        for job_id in recovered:
+            logger.warning("job %s in %s stalled; back in the queue", job_id, queue)
+            self._emit("stalled", job_id)
+        for job_id in failed:
+            logger.warning("job %s in %s stalled too often; failed", job_id, queue)
+        if recovered:
+            self._ready[queue] = True
+            self._wake[queue].set()
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self._listeners.get(event, ()):
+            try:
+                callback(*args)
+            except Exception:
+                logger.exception("worker %r listener %r raised", event, callback)
+
+
+def _is_final(exc: BaseException) -> bool:
+    """Errors that no retry can mend: fail the job at once."""
+    return isinstance(exc, UnrecoverableError | UnknownTaskError | EncodeError
+                      | asyncio.CancelledError)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
