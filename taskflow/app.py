@@ -122,10 +122,16 @@ class App:
         return found
 
     async def aclose(self) -> None:
-        """Close this loop's broker connections."""
+        """Close the running loop's broker connections."""
         found = self._brokers.pop(asyncio.get_running_loop(), None)
         if found is not None:
             await found.close()
+
+    def close(self) -> None:
+        """Close the connections sync calls opened (a new call opens them again)."""
+        loop = _portal.portal_loop()
+        if loop in self._brokers:
+            _portal.run(self.aclose())
 
     # -- jobs -------------------------------------------------------------------------
 

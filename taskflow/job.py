@@ -118,7 +118,10 @@ class Job(Generic[R]):
                 for entry_id, fields in entries:
                     last_id = entry_id
                     ended = ended or self._ending_in(fields)
-        return self._outcome(*ended)
+        kind, fields = ended
+        if kind == "failed" and "stacktrace" not in fields:
+            fields = await broker.get_job(self.queue, self.id) or fields
+        return self._outcome(kind, fields)
 
     async def _ended_now(self, broker: RedisBroker) -> tuple[str, dict[str, str]] | None:
         fields = await broker.get_job(self.queue, self.id)

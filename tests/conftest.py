@@ -64,12 +64,21 @@ def prefix() -> str:
 @pytest.fixture
 def app(server_url: str, prefix: str) -> Iterator[App]:
     """A fresh App on the server under test, with a key prefix of its own."""
-    yield App("tests", server_url, prefix=prefix)
+    made = App("tests", server_url, prefix=prefix)
+    yield made
+    made.close()
     client = redis.Redis.from_url(server_url)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start:start + 1000])
     client.close()
+
+
+@pytest.fixture
+async def aapp(app: App) -> AsyncIterator[App]:
+    """The ``app`` fixture for async tests: closes the test loop's connections after."""
+    yield app
+    await app.aclose()
 
 
 @pytest.fixture
