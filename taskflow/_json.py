@@ -8,6 +8,7 @@ import orjson
 
 from taskflow.errors import EncodeError
 
+
 def dumps(value: Any, what: str = "value") -> str:
     """Encode ``value`` as JSON text; raise EncodeError naming ``what`` when it can't be."""
     try:

@@ -39,7 +39,8 @@ class App:
         prefix: str = DEFAULT_PREFIX, default_queue: str = DEFAULT_QUEUE,
     ) -> None:
         if not prefix or not default_queue or ":" in default_queue:
-            raise ConfigurationError("prefix and default_queue must be non-empty, queue without ':'")
+            raise ConfigurationError(
+                "prefix and default_queue must be non-empty, the queue without ':'")
         self.name = name
         self.prefix = prefix
         self.default_queue = default_queue
@@ -64,7 +65,8 @@ class App:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(
-        self, *, name: str | None = None, queue: str | None = None, **options: Any
+        self, fn: None = None, /, *, name: str | None = None, queue: str | None = None,
+        **options: Any,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Any = None, /, *, name: str | None = None, queue: str | None = None,
@@ -81,7 +83,8 @@ class App:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             task_queue = queue or self.default_queue
             if ":" in task_queue or not task_queue:
-                raise ConfigurationError(f"queue names may not be empty or contain ':': {task_queue!r}")
+                raise ConfigurationError(
+                    f"queue names may not be empty or contain ':': {task_queue!r}")
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ConfigurationError(f"a different task is already named {task_name!r}")
             registered: Task[Any, Any] = Task(self, func, task_name, task_queue, job_options)

@@ -21,8 +21,8 @@ BackoffKind = Literal["fixed", "exponential"]
 
 
 def _check_seconds(what: str, value: object) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < 0:  # type: ignore[arg-type]
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or value < 0:  # type: ignore[arg-type,operator]
         raise ConfigurationError(f"{what} must be a finite number of seconds >= 0: {value!r}")
 
 
@@ -42,7 +42,8 @@ class Backoff:
 
     def __post_init__(self) -> None:
         if self.kind not in ("fixed", "exponential"):
-            raise ConfigurationError(f"backoff kind must be 'fixed' or 'exponential': {self.kind!r}")
+            raise ConfigurationError(
+                f"backoff kind must be 'fixed' or 'exponential': {self.kind!r}")
         _check_seconds("backoff delay", self.delay_s)
         if not 0.0 <= self.jitter <= 1.0:
             raise ConfigurationError(f"backoff jitter must be within [0, 1]: {self.jitter!r}")

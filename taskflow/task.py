@@ -78,7 +78,7 @@ class Task(Generic[P, R]):
         unknown = set(data) - set(self.signature.parameters)
         if unknown:
             raise TypeError(f"{self.name}() got unexpected argument(s): {sorted(unknown)}")
-        bound = inspect.BoundArguments(self.signature, dict(data))  # type: ignore[arg-type]
+        bound = inspect.BoundArguments(self.signature, dict(data))
         self.signature.bind(*bound.args, **bound.kwargs)  # same TypeError as a direct call
         return bound.args, bound.kwargs
 

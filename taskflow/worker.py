@@ -21,7 +21,7 @@ import time
 import traceback
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -117,6 +117,7 @@ class Worker:
         self.token = uuid.uuid4().hex
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
         self._running: dict[tuple[str, str], _Running] = {}
+        self._job_tasks: set[asyncio.Task[None]] = set()
         self._outcomes: dict[str, list[tuple[_Running, Outcome, Any]]] = defaultdict(list)
         self._wake: dict[str, asyncio.Event] = {}
         self._ready: dict[str, bool] = {}
@@ -277,7 +278,7 @@ class Worker:
         running = _Running(queue, context, fields)
         self._running[(queue, job_id)] = running
         self._emit("active", context)
-        asyncio.create_task(self._execute(running))
+        self._spawn(self._execute(running))
 
     async def _execute(self, running: _Running) -> None:
         try:
@@ -346,10 +347,10 @@ class Worker:
                                elapsed, ctx.id, ctx.name)
                 continue
             if outcome.kind == "completed":
-                logger.info("%6.2fs ← %s:%s completed", elapsed, ctx.id, ctx.name)
+                logger.info("%6.2fs <- %s:%s completed", elapsed, ctx.id, ctx.name)
                 self._emit("completed", ctx, result)
                 continue
-            logger.info("%6.2fs × %s:%s %s: %s", elapsed, ctx.id, ctx.name,
+            logger.info("%6.2fs x %s:%s %s: %s", elapsed, ctx.id, ctx.name,
                         "retrying" if outcome.kind == "retry" else "failed", outcome.value)
             self._emit("failed", ctx, result)
 
@@ -364,7 +365,7 @@ class Worker:
         except RuntimeError:
             running_loop = None
         if running_loop is loop:
-            loop.create_task(coro)
+            self._spawn(coro)
         else:
             asyncio.run_coroutine_threadsafe(coro, loop).result()
 
@@ -379,6 +380,12 @@ class Worker:
                 await broker.add_log(context.queue, context.id, payload, keep)
         except TaskflowError as exc:
             logger.warning("could not record %s of job %s: %s", kind, context.id, exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        # The loop keeps only weak references to tasks: hold them until they end.
+        task = asyncio.create_task(coro)
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None, "the worker is not running"

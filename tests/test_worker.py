@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -85,7 +86,7 @@ async def test_retries_follow_backoff_then_succeed(aapp: App) -> None:
     job = await flaky.adelay()
     async with running_worker(aapp, concurrency=2):
         assert await job.aresult(timeout=10) == "done"
-    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
     assert len(seen) == 3
     assert all(0.28 <= gap < 1.5 for gap in gaps), gaps
     info = await job.ainfo()
@@ -105,7 +106,7 @@ async def test_exponential_backoff_doubles(aapp: App) -> None:
     async with running_worker(aapp, concurrency=1):
         with pytest.raises(JobFailedError) as failed:
             await job.aresult(timeout=10)
-    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
     assert 0.18 <= gaps[0] < 0.6 and 0.38 <= gaps[1] < 1.0, gaps
     assert failed.value.reason == "RuntimeError: always"
     assert "raise RuntimeError" in (failed.value.traceback or "")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 URL_ENV = "TASKFLOW_BROKER_URL"
 SCHEMES = ("redis", "rediss", "unix")
-T = TypeVar("T")
 
 # Job states, and the key whose membership tells each one.
 ZSET_STATES = (
@@ -88,7 +87,7 @@ class RedisBroker:
         async with wrap_errors(f"{name} on queue {queue!r}"):
             return await self._scripts[name](keys=keys.engine, args=[keys.base, *args])
 
-    async def call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, what: str, command: Callable[[], Any]) -> Any:
         """Run one plain (read-only) command, its errors wrapped."""
         async with wrap_errors(what):
             return await command()

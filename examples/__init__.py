@@ -1,0 +1,1 @@
+"""Runnable examples of taskflow (run them from the repository root)."""

@@ -1,0 +1,96 @@
+"""The app that worker subprocesses of tests/test_recovery.py run.
+
+Started as ``taskflow worker tests.apps.recovery:app``; the environment says where:
+
+``TASKFLOW_BROKER_URL``      the server under test
+``TASKFLOW_TEST_PREFIX``     the test's own key prefix
+``TASKFLOW_TEST_MAX_STALLED`` (optional) the workers' ``max_stalled`` (the CLI has no option)
+
+The tests register the same tasks on their own App with :func:`register`, so the
+names and signatures match what the workers run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+
+from taskflow import App, Task, Worker, current_job
+
+URL_ENV = "TASKFLOW_BROKER_URL"
+PREFIX_ENV = "TASKFLOW_TEST_PREFIX"
+MAX_STALLED_ENV = "TASKFLOW_TEST_MAX_STALLED"
+
+
+def runs_key(prefix: str) -> str:
+    """A hash: job id -> how many times a task started on it."""
+    return f"{prefix}:test:runs"
+
+
+def started_key(prefix: str) -> str:
+    """A list: job ids, one entry each time a task starts on one."""
+    return f"{prefix}:test:started"
+
+
+def gate_key(prefix: str) -> str:
+    """While this key exists, gated runs of ``sleepy`` wait (up to GATE_MAX_S)."""
+    return f"{prefix}:test:gate"
+
+
+GATE_MAX_S = 60.0
+
+
+class RecoveryApp(App):
+    """An App whose workers take ``max_stalled`` from the environment."""
+
+    def worker(self, queues: Any = None, **options: Any) -> Worker:
+        max_stalled = os.environ.get(MAX_STALLED_ENV)
+        if max_stalled:
+            options.setdefault("max_stalled", int(max_stalled))
+        return super().worker(queues, **options)
+
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(url: str) -> redis.Redis:
+    with _clients_lock:
+        found = _clients.get(url)
+        if found is None:
+            found = _clients[url] = redis.Redis.from_url(url, decode_responses=True)
+        return found
+
+
+def register(app: App) -> tuple[Task[Any, Any], Task[Any, Any]]:
+    """Register the test tasks on ``app``: (sleepy, boom)."""
+
+    @app.task(name="recovery.sleepy")
+    def sleepy(seconds: float, value: Any = None, first_s: float | None = None,
+               gated: bool = False) -> dict[str, Any]:
+        """Record the start (run count, started list); when ``gated``, wait while the
+        gate key exists; then sleep ``first_s`` on the first run (if given), else
+        ``seconds``. Returns the value, the run number and the worker's pid."""
+        job_id = current_job().id
+        client = _client(app.url)
+        run = int(client.hincrby(runs_key(app.prefix), job_id, 1))
+        client.rpush(started_key(app.prefix), job_id)
+        deadline = time.monotonic() + GATE_MAX_S
+        while gated and client.exists(gate_key(app.prefix)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(first_s if run == 1 and first_s is not None else seconds)
+        return {"value": value, "run": run, "pid": os.getpid()}
+
+    @app.task(name="recovery.boom")
+    def boom(message: str) -> None:
+        raise ValueError(message)
+
+    return sleepy, boom
+
+
+app = RecoveryApp("recovery", os.environ.get(URL_ENV), prefix=os.environ.get(PREFIX_ENV) or "bull")
+sleepy, boom = register(app)
