@@ -13,6 +13,7 @@ from taskflow.errors import (
     UnknownTaskError,
     UnrecoverableError,
 )
+from taskflow.events import QueueEvent, QueueEvents
 from taskflow.job import Job, JobContext, JobInfo, current_job
 from taskflow.options import Backoff, JobOptions, Keep
 from taskflow.task import BoundTask, Signature, Task
@@ -35,6 +36,8 @@ __all__ = [
     "JobOptions",
     "Keep",
     "LockLostError",
+    "QueueEvent",
+    "QueueEvents",
     "ResultTimeoutError",
     "Signature",
     "Task",
