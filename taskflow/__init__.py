@@ -8,6 +8,7 @@ from taskflow.errors import (
     JobFailedError,
     JobNotFoundError,
     LockLostError,
+    QueueBusyError,
     ResultTimeoutError,
     TaskflowError,
     UnknownTaskError,
@@ -16,6 +17,7 @@ from taskflow.errors import (
 from taskflow.events import QueueEvent, QueueEvents
 from taskflow.job import Job, JobContext, JobInfo, current_job
 from taskflow.options import Backoff, JobOptions, Keep
+from taskflow.queue import Queue
 from taskflow.task import BoundTask, Signature, Task
 from taskflow.worker import Worker
 
@@ -36,6 +38,8 @@ __all__ = [
     "JobOptions",
     "Keep",
     "LockLostError",
+    "Queue",
+    "QueueBusyError",
     "QueueEvent",
     "QueueEvents",
     "ResultTimeoutError",

@@ -15,6 +15,7 @@ from taskflow.errors import ConfigurationError, UnknownTaskError
 from taskflow.job import Job
 from taskflow.keys import DEFAULT_PREFIX
 from taskflow.options import JobOptions
+from taskflow.queue import Queue
 from taskflow.task import Signature, Task
 
 if TYPE_CHECKING:
@@ -158,6 +159,10 @@ class App:
     def add_bulk(self, signatures: Iterable[Signature[Any]]) -> list[Job[Any]]:
         """Like :meth:`aadd_bulk`, from sync code."""
         return _portal.run(self.aadd_bulk(signatures))
+
+    def queue(self, name: str | None = None) -> Queue:
+        """The management handle of a queue (the default queue when unnamed)."""
+        return Queue(self, name or self.default_queue)
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
         """A handle on an existing job by id."""

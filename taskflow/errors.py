@@ -9,6 +9,7 @@ The tree::
     ├── BrokerError             the broker failed (wrapped redis errors, embedded server trouble)
     │   └── LockLostError       a worker no longer owns the job it tried to finish
     ├── JobNotFoundError        a job id with no job behind it
+    ├── QueueBusyError          a queue operation refused while jobs run (unless forced)
     ├── JobFailedError          ``job.result()`` of a job that ended failed
     └── ResultTimeoutError      ``job.result(timeout=...)`` ran out of time (also a TimeoutError)
 
@@ -47,6 +48,10 @@ class LockLostError(BrokerError):
 
 class JobNotFoundError(TaskflowError, LookupError):
     """The job does not exist (never added, or already removed)."""
+
+
+class QueueBusyError(TaskflowError):
+    """The queue (or job) has running jobs and the operation was not forced."""
 
 
 class JobFailedError(TaskflowError):

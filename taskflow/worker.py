@@ -253,7 +253,7 @@ class Worker:
         if due:
             timeout = min(timeout, max(0.0, due / 1000.0 - time.time()) + 0.005)
         try:
-            return await self._require_broker().wait_for_marker(queue, timeout)
+            return await self._require_broker().wait_for_marker(queue, timeout, self.name)
         except TaskflowError as exc:
             await self._broker_trouble(exc)
             return False

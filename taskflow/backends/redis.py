@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -69,7 +70,7 @@ class RedisBroker:
         self.url = url
         self.prefix = prefix
         self.client: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
-        self._blocking: aioredis.Redis | None = None
+        self._blocking_clients: dict[str, aioredis.Redis] = {}
         self._scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(scripts.source(name)) for name in scripts.NAMES
         }
@@ -144,16 +145,56 @@ class RedisBroker:
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._run("pause", queue, ["paused" if paused else "resumed"])
 
+    async def remove_jobs(self, queue: str, where: str, batch: int, cutoff_ms: int | None,
+                          event: str) -> int:
+        """Remove up to ``batch`` jobs from one state; the count removed."""
+        cutoff = "" if cutoff_ms is None else cutoff_ms
+        return int(await self._run("remove_jobs", queue, [where, batch, cutoff, event]))
+
+    async def remove_job(self, queue: str, job_id: str, children: bool) -> int:
+        """1 removed, 0 no such job, -1 running (locked)."""
+        return int(await self._run("remove_job", queue, [job_id, "1" if children else "0"]))
+
+    async def retry_jobs(self, queue: str, state: str, batch: int, job_id: str = "") -> int:
+        return int(await self._run("retry_jobs", queue, [state, batch, job_id]))
+
+    async def reschedule(self, queue: str, job_id: str, action: str, value: int = 0) -> int:
+        return int(await self._run("reschedule", queue, [job_id, action, value]))
+
+    async def drop_queue_keys(self, queue: str) -> bool:
+        return bool(await self._run("obliterate_meta", queue, []))
+
     # -- waiting ----------------------------------------------------------------------
 
-    async def wait_for_marker(self, queue: str, timeout_s: float) -> bool:
-        """Block until a job may be ready (the queue's marker) or the timeout passes."""
-        if self._blocking is None:
-            self._blocking = aioredis.Redis.from_url(self.url, decode_responses=True)
+    def client_name(self, queue: str) -> str:
+        """BullMQ's client-name prefix of a queue: ``<prefix>:<base64 of queue name>``."""
+        encoded = base64.b64encode(queue.encode()).decode()
+        return f"{self.prefix}:{encoded}"
+
+    async def wait_for_marker(self, queue: str, timeout_s: float, worker: str = "") -> bool:
+        """Block until a job may be ready (the queue's marker) or the timeout passes.
+
+        The connection is named ``<client name>:w:<worker>``, so listing a queue's
+        workers (here and in BullMQ tools) finds it without extra commands.
+        """
+        blocking = self._blocking_clients.get(queue)
+        if blocking is None:
+            name = f"{self.client_name(queue)}:w:{worker}" if worker else None
+            blocking = aioredis.Redis.from_url(self.url, decode_responses=True, client_name=name)
+            self._blocking_clients[queue] = blocking
         marker = self.keys(queue).key("marker")
         async with wrap_errors(f"waiting on queue {queue!r}"):
-            got = await self._blocking.bzpopmin(marker, timeout=max(0.001, timeout_s))
+            got = await blocking.bzpopmin(marker, timeout=max(0.001, timeout_s))
         return got is not None
+
+    async def workers(self, queue: str) -> list[dict[str, str]]:
+        """The workers connected to ``queue`` (from CLIENT LIST), with their name and address."""
+        prefix = f"{self.client_name(queue)}:w:"
+        clients = await self.call("listing clients", self.client.client_list)
+        return [
+            {"name": c["name"][len(prefix):], "addr": c.get("addr", ""), "age": c.get("age", "")}
+            for c in clients if c.get("name", "").startswith(prefix)
+        ]
 
     # -- reading ----------------------------------------------------------------------
 
@@ -162,6 +203,15 @@ class RedisBroker:
         key = self.keys(queue).job(job_id)
         fields = await self.call("reading a job", lambda: self.client.hgetall(key))
         return cast(dict[str, str], fields) or None
+
+    async def get_jobs(self, queue: str, job_ids: list[str]) -> list[dict[str, str]]:
+        """The hashes of several jobs in one round trip ({} for a missing one)."""
+        keys = self.keys(queue)
+        pipe: Pipeline = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        async with wrap_errors("reading jobs"):
+            return cast(list[dict[str, str]], await pipe.execute())
 
     async def get_logs(self, queue: str, job_id: str) -> list[str]:
         key = self.keys(queue).job(job_id) + ":logs"
@@ -227,6 +277,6 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Close the connections of this broker."""
-        for client in (self._blocking, self.client):
-            if client is not None:
-                await client.aclose()
+        for client in [*self._blocking_clients.values(), self.client]:
+            await client.aclose()
+        self._blocking_clients.clear()

@@ -5,7 +5,10 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-NAMES = ("add", "finish_fetch", "extend_locks", "stalled", "progress", "log", "pause")
+NAMES = (
+    "add", "finish_fetch", "extend_locks", "stalled", "progress", "log", "pause",
+    "remove_jobs", "remove_job", "retry_jobs", "reschedule", "obliterate_meta",
+)
 
 
 @cache

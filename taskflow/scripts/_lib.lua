@@ -119,6 +119,7 @@ local function jobKeysOf(prefix, ids)
     keys[#keys + 1] = jobKey .. ":processed"
     keys[#keys + 1] = jobKey .. ":failed"
     keys[#keys + 1] = jobKey .. ":unsuccessful"
+    keys[#keys + 1] = jobKey .. ":lock"
   end
   return keys
 end

@@ -222,14 +222,18 @@ local function take(count)
 end
 
 local n = tonumber(ARGV[6])
+local settled = 0
 for i = 0, n - 1 do
   statuses[#statuses + 1] = finishOne(7 + i * 9)
+  if statuses[#statuses] == 1 then
+    settled = settled + 1
+  end
 end
 record(KEYS[5], "completed")
 record(KEYS[6], "failed")
 
 local jobs = take(tonumber(ARGV[4]))
-if n > 0 then
+if settled > 0 then
   trimEvents(KEYS[8], KEYS[7])
   if #jobs == 0 and rcall("LLEN", KEYS[2]) == 0 and rcall("LLEN", KEYS[1]) == 0
       and rcall("ZCARD", KEYS[3]) == 0 then
