@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from taskflow import _portal
 from taskflow.errors import ConfigurationError, JobNotFoundError, QueueBusyError
 from taskflow.job import Job, JobInfo
+from taskflow.metrics import Metrics
 
 if TYPE_CHECKING:
     from taskflow.app import App
@@ -64,6 +65,13 @@ class Queue:
     async def aworkers(self) -> list[dict[str, str]]:
         """The workers connected to this queue now."""
         return await self._broker().workers(self.name)
+
+    async def ametrics(self, outcome: str = "completed", points: int = 60) -> Metrics:
+        """Completed or failed jobs per minute (newest first, up to ``points`` minutes)."""
+        if outcome not in FINISHED:
+            raise ConfigurationError(f"metrics exist for {FINISHED}, not {outcome!r}")
+        total, per_minute = await self._broker().metrics(self.name, outcome, points)
+        return Metrics(total, per_minute)
 
     # -- removing ---------------------------------------------------------------------
 
@@ -206,6 +214,9 @@ class Queue:
 
     def workers(self) -> list[dict[str, str]]:
         return _portal.run(self.aworkers())
+
+    def metrics(self, outcome: str = "completed", points: int = 60) -> Metrics:
+        return _portal.run(self.ametrics(outcome, points))
 
     def drain(self, delayed: bool = False) -> int:
         return _portal.run(self.adrain(delayed))

@@ -92,12 +92,14 @@ class Worker:
     stalled_interval_ms / max_stalled: how often the stalled check runs, and how many
         times a job may stall before it fails.
     grace_s: how long a graceful stop waits for running jobs.
+    metrics_points: per-minute completed/failed counts kept in Redis (0 = none).
     """
 
     def __init__(
         self, app: App, queues: Sequence[str] | None = None, *, concurrency: int = 10,
         pool: Pool = "threads", lock_ms: int = 30_000, stalled_interval_ms: int = 30_000,
         max_stalled: int = 1, grace_s: float = 30.0, name: str | None = None,
+        metrics_points: int = 1440,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1: {concurrency!r}")
@@ -113,6 +115,7 @@ class Worker:
         self.stalled_interval_ms = stalled_interval_ms
         self.max_stalled = max_stalled
         self.grace_s = grace_s
+        self.metrics_points = max(0, metrics_points)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.token = uuid.uuid4().hex
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
@@ -217,7 +220,8 @@ class Worker:
         done, self._outcomes[queue] = self._outcomes[queue], []
         try:
             taken = await broker.finish_fetch(queue, self.token, self.lock_ms, fetch, self.name,
-                                              [outcome for _, outcome, _ in done])
+                                              [outcome for _, outcome, _ in done],
+                                              self.metrics_points)
         except TaskflowError as exc:
             self._outcomes[queue] = done + self._outcomes[queue]
             await self._broker_trouble(exc)

@@ -190,3 +190,36 @@ def test_sync_forms(app: App) -> None:
     queue.resume()
     assert queue.counts()["waiting"] == 1
     assert queue.drain() == 1
+
+
+async def test_metrics_and_prometheus_text(aapp: App, raw: redis.Redis) -> None:
+    from taskflow.metrics import aprometheus_text
+
+    @aapp.task(attempts=1)
+    def outcome(ok: bool) -> None:
+        if not ok:
+            raise RuntimeError("no")
+
+    jobs = await aapp.aadd_bulk([outcome.s(i % 3 != 0) for i in range(9)])
+    async with running_worker(aapp, concurrency=3):
+        for job in jobs:
+            try:
+                await job.aresult(timeout=10)
+            except Exception:
+                pass
+    queue = aapp.queue()
+    assert (await queue.ametrics("completed")).total == 6
+    assert (await queue.ametrics("failed")).total == 3
+    # a minute later, the first data point holds that minute's count
+    meta = f"{aapp.prefix}:default:metrics:completed"
+    raw.hset(meta, "prevTS", int(raw.hget(meta, "prevTS")) - 120_000)
+    late = await outcome.adelay(True)
+    async with running_worker(aapp, concurrency=1):
+        await late.aresult(timeout=10)
+    metrics = await queue.ametrics("completed")
+    assert metrics.total == 7
+    assert metrics.per_minute == [0, 6]  # newest first: 0 last minute, 6 the one before
+    text = await aprometheus_text(aapp)
+    assert 'taskflow_jobs{queue="default",state="completed"} 7' in text
+    assert 'taskflow_jobs_finished_total{queue="default",outcome="failed"} 3' in text
+    assert "# TYPE taskflow_jobs_finished_total counter" in text

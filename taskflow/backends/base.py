@@ -64,7 +64,7 @@ class Broker(Protocol):
 
     async def finish_fetch(
         self, queue: str, token: str, lock_ms: int, fetch: int, worker: str,
-        outcomes: list[Outcome],
+        outcomes: list[Outcome], metrics_points: int = 0,
     ) -> Taken: ...
 
     async def extend_locks(

@@ -106,10 +106,10 @@ class RedisBroker:
 
     async def finish_fetch(
         self, queue: str, token: str, lock_ms: int, fetch: int, worker: str,
-        outcomes: list[Outcome],
+        outcomes: list[Outcome], metrics_points: int = 0,
     ) -> Taken:
         """Record outcomes, then take up to ``fetch`` ready jobs, in one call."""
-        args: list[Any] = [token, lock_ms, fetch, worker, len(outcomes)]
+        args: list[Any] = [token, lock_ms, fetch, worker, len(outcomes), metrics_points]
         for o in outcomes:
             args += [o.job_id, o.kind, o.value, o.stacktrace, o.attempts_made,
                      o.retry_delay_ms, o.keep_count, o.keep_age_s, o.parent_key]
@@ -212,6 +212,16 @@ class RedisBroker:
             pipe.hgetall(keys.job(job_id))
         async with wrap_errors("reading jobs"):
             return cast(list[dict[str, str]], await pipe.execute())
+
+    async def metrics(self, queue: str, outcome: str, points: int) -> tuple[int, list[int]]:
+        """(total count, per-minute counts newest first, up to ``points``) for an outcome."""
+        key = self.keys(queue).key(f"metrics:{outcome}")
+        pipe: Pipeline = self.client.pipeline(transaction=True)
+        pipe.hget(key, "count")
+        pipe.lrange(key + ":data", 0, points - 1)
+        async with wrap_errors("reading metrics"):
+            total, data = await pipe.execute()
+        return int(total or 0), [int(x) for x in data]
 
     async def get_logs(self, queue: str, job_id: str) -> list[str]:
         key = self.keys(queue).job(job_id) + ":logs"

@@ -10,7 +10,8 @@
   ARGV[4] how many jobs to take (0 = none)
   ARGV[5] worker name (stored as the job's "pb")
   ARGV[6] number of finished jobs, n
-  then 9 values per finished job, from ARGV[7]:
+  ARGV[7] per-minute metrics points to keep (0 = no metrics)
+  then 9 values per finished job, from ARGV[8]:
     id, outcome, value, stacktrace JSON ("" = leave), attempts made,
     retry delay ms, keep count (-1 = all), keep age s (-1 = any age), parent key ("" = none)
   outcome: "completed" (value = result JSON), "failed" (value = reason; final),
@@ -29,6 +30,7 @@ local now = nowMs()
 local statuses = {}
 local finished = {completed = {}, failed = {}}
 local keep = {completed = {}, failed = {}}
+local counted = {completed = 0, failed = 0}
 
 -- A parent whose last pending child just finished moves to its own queue's
 -- ready list (the parent's queue may differ from the child's).
@@ -94,6 +96,7 @@ local function settle(jobId, jobKey, outcome, base)
     end
     outcome = "failed"
   end
+  counted[outcome] = counted[outcome] + 1
   notifyParent(ARGV[base + 8], jobKey, outcome, value)
   local keepCount = tonumber(ARGV[base + 6])
   if keepCount == 0 then
@@ -159,8 +162,40 @@ local function prune(setKey, rule)
   end
 end
 
+-- Per-minute counts in BullMQ's form: "count" (total), "prevTS" and "prevCount" in
+-- the hash, one count per elapsed minute pushed to the list (newest first).
+local function collectMetrics(outcome, added)
+  local maxPoints = tonumber(ARGV[7])
+  if maxPoints <= 0 or added == 0 then
+    return
+  end
+  local metaKey = prefix .. "metrics:" .. outcome
+  local dataKey = metaKey .. ":data"
+  local count = rcall("HINCRBY", metaKey, "count", added) - added
+  local prev = rcall("HMGET", metaKey, "prevTS", "prevCount")
+  if not prev[1] then
+    rcall("HSET", metaKey, "prevTS", now, "prevCount", 0)
+    return
+  end
+  local minutes = math.min(math.floor(now / 60000) - math.floor(tonumber(prev[1]) / 60000),
+                           maxPoints)
+  if minutes <= 0 then
+    return
+  end
+  local points = {count - tonumber(prev[2])}
+  for i = 2, minutes do
+    points[i] = 0
+  end
+  for i = 1, #points, 5000 do
+    rcall("LPUSH", dataKey, unpack(points, i, math.min(i + 4999, #points)))
+  end
+  rcall("LTRIM", dataKey, 0, maxPoints - 1)
+  rcall("HSET", metaKey, "prevTS", now, "prevCount", count)
+end
+
 local function record(setKey, outcome)
   local entries = finished[outcome]
+  collectMetrics(outcome, counted[outcome])
   for i = 1, #entries, 5000 do
     rcall("ZADD", setKey, unpack(entries, i, math.min(i + 4999, #entries)))
   end
@@ -224,7 +259,7 @@ end
 local n = tonumber(ARGV[6])
 local settled = 0
 for i = 0, n - 1 do
-  statuses[#statuses + 1] = finishOne(7 + i * 9)
+  statuses[#statuses + 1] = finishOne(8 + i * 9)
   if statuses[#statuses] == 1 then
     settled = settled + 1
   end
