@@ -1,21 +1,58 @@
-"""The ``taskflow`` command: run workers, look at queues and the embedded server."""
+"""The ``taskflow`` command: run workers, look at and steer queues, the embedded server.
+
+Exit codes: 0 done, 1 the operation failed or was refused, 2 bad usage, 3 no such
+queue or job, 4 the broker can't be reached.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import sys
-from typing import Any
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import click
+import orjson
 
 from taskflow import _portal
 from taskflow.app import App
 from taskflow.backends import embedded
-from taskflow.errors import TaskflowError
+from taskflow.errors import (
+    BrokerError,
+    ConfigurationError,
+    JobNotFoundError,
+    QueueBusyError,
+    TaskflowError,
+)
+from taskflow.events import QueueEvents
+from taskflow.job import JobInfo
+from taskflow.keys import DEFAULT_PREFIX
+from taskflow.metrics import aprometheus_text
+from taskflow.queue import STATES, Queue
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+EXIT_NOT_FOUND = 3
+EXIT_UNREACHABLE = 4
+
+
+class CliError(click.ClickException):
+    """A clear message and a documented exit code instead of a traceback."""
+
+    exit_code = 1
+
+
+class NotFound(CliError):
+    exit_code = EXIT_NOT_FOUND
+
+
+class Unreachable(CliError):
+    exit_code = EXIT_UNREACHABLE
 
 
 def load_app(target: str) -> App:
@@ -32,13 +69,94 @@ def load_app(target: str) -> App:
     return found
 
 
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning taskflow errors into messages and exit codes."""
+    try:
+        return _portal.run(coro)
+    except (JobNotFoundError, LookupError) as exc:
+        raise NotFound(str(exc)) from exc
+    except BrokerError as exc:
+        raise Unreachable(f"broker unreachable or failing: {exc}") from exc
+    except (ConfigurationError, QueueBusyError, TaskflowError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def echo_json(value: Any) -> None:
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+class Context:
+    """The app the command works on: from ``--app``, else one made from ``--url``."""
+
+    def __init__(self, app_target: str | None, url: str | None, prefix: str) -> None:
+        self.app_target = app_target
+        self.url = url
+        self.prefix = prefix
+        self._app: App | None = None
+
+    @property
+    def app(self) -> App:
+        if self._app is None:
+            try:
+                self._app = (load_app(self.app_target) if self.app_target
+                             else App("taskflow-cli", self.url, prefix=self.prefix))
+            except ConfigurationError as exc:
+                raise click.UsageError(str(exc)) from exc
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+    def queue(self, name: str, must_exist: bool = True) -> Queue:
+        queue = self.app.queue(name)
+        if must_exist and name not in run(self._existing()):
+            raise NotFound(f"no queue named {name!r} under prefix {self.app.prefix!r}")
+        return queue
+
+    async def _existing(self) -> list[str]:
+        return await discover_queues(self.app)
+
+
+async def discover_queues(app: App) -> list[str]:
+    """Queues with data under the app's prefix (by their meta, id or events keys)."""
+    broker = app.broker()
+    found: set[str] = set(app.queues) if app.tasks else set()
+    head = f"{app.prefix}:"
+
+    async def scan() -> None:
+        for suffix in ("meta", "id", "events"):
+            async for key in broker.client.scan_iter(match=f"{head}*:{suffix}", count=1000):
+                name = str(key)[len(head):-len(suffix) - 1]
+                if ":" not in name:
+                    found.add(name)
+
+    await broker.call("listing queues", scan)
+    return sorted(found)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
 @click.group()
+@click.option("--app", "app_target", envvar="TASKFLOW_APP", default=None,
+              help="module:attribute of your App (else --url).")
+@click.option("--url", envvar="TASKFLOW_BROKER_URL", default=None,
+              help="Broker URL (default: the embedded server).")
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="Key prefix.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def main(log_level: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, app_target: str | None, url: str | None, prefix: str,
+         log_level: str) -> None:
     """taskflow: a job queue on Redis."""
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    ctx.obj = Context(app_target, url, prefix)
+    ctx.call_on_close(ctx.obj.close)
+
+
+# -- workers ----------------------------------------------------------------------------
 
 
 @main.command()
@@ -52,36 +170,262 @@ def main(log_level: str) -> None:
 @click.option("--lock-ms", default=30_000, show_default=True, help="Job lock duration.")
 @click.option("--stalled-interval-ms", default=30_000, show_default=True,
               help="How often the stalled check runs.")
+@click.option("--max-stalled", default=1, show_default=True,
+              help="Stalls a job may have before it fails.")
 def worker(target: str, concurrency: int, queues: str | None, pool: str, grace_s: float,
-           lock_ms: int, stalled_interval_ms: int) -> None:
+           lock_ms: int, stalled_interval_ms: int, max_stalled: int) -> None:
     """Run a worker for the app at TARGET (module:attribute)."""
     app = load_app(target)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     try:
         runner = app.worker(names, concurrency=concurrency, pool=pool, grace_s=grace_s,
-                            lock_ms=lock_ms, stalled_interval_ms=stalled_interval_ms)
+                            lock_ms=lock_ms, stalled_interval_ms=stalled_interval_ms,
+                            max_stalled=max_stalled)
         runner.run_forever()
+    except BrokerError as exc:
+        raise Unreachable(str(exc)) from exc
     except TaskflowError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CliError(str(exc)) from exc
+
+
+# -- looking ----------------------------------------------------------------------------
 
 
 @main.command()
-@click.argument("target")
-def counts(target: str) -> None:
-    """Print the number of jobs per state in each queue of the app at TARGET."""
-    app = load_app(target)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def queues(ctx: Context, as_json: bool) -> None:
+    """List queues with their jobs per state."""
 
-    async def read() -> dict[str, dict[str, int]]:
-        broker = app.broker()
-        return {q: await broker.counts(q) for q in app.queues}
+    async def read() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name in await discover_queues(ctx.app):
+            queue = ctx.app.queue(name)
+            out[name] = {**await queue.acounts(), "paused": await queue.ais_paused()}
+        return out
 
-    try:
-        found: dict[str, Any] = _portal.run(read())
-    except TaskflowError as exc:
-        raise click.ClickException(str(exc)) from exc
-    for queue, per_state in found.items():
-        line = "  ".join(f"{state}={n}" for state, n in per_state.items())
-        click.echo(f"{queue}: {line}")
+    found = run(read())
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("no queues")
+        return
+    states = ["waiting", "prioritized", "delayed", "active", "completed", "failed"]
+    click.echo(f"{'queue':<24}" + "".join(f"{s:>12}" for s in states))
+    for name, counts in found.items():
+        mark = " (paused)" if counts["paused"] else ""
+        click.echo(f"{(name + mark):<24}" + "".join(f"{counts[s]:>12}" for s in states))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-q", "--queue", "queue_name", default="default", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def job(ctx: Context, job_id: str, queue_name: str, as_json: bool) -> None:
+    """Show one job: data, options, state, attempts, result or error, logs."""
+    handle = ctx.app.queue(queue_name).job(job_id)
+
+    async def read() -> tuple[JobInfo, list[str]]:
+        return await handle.ainfo(), await handle.alogs()
+
+    info, logs = run(read())
+    if as_json:
+        echo_json({**info.__dict__, "logs": logs})
+        return
+    click.echo(f"job {info.id} in {info.queue}: {click.style(info.state, bold=True)}")
+    click.echo(f"  task:      {info.name}")
+    click.echo(f"  data:      {orjson.dumps(info.data).decode()}")
+    click.echo(f"  options:   {orjson.dumps(info.opts).decode()}")
+    click.echo(f"  attempts:  {info.attempts_made} made, {info.attempts_started} started")
+    if info.progress is not None:
+        click.echo(f"  progress:  {orjson.dumps(info.progress).decode()}")
+    if info.state == "completed":
+        click.echo(f"  result:    {orjson.dumps(info.result).decode()}")
+    if info.failed_reason:
+        click.echo(f"  error:     {info.failed_reason}")
+    if info.traceback:
+        click.echo("  traceback:\n" + _indent(info.traceback))
+    if logs:
+        click.echo("  logs:\n" + _indent("\n".join(logs)))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.rstrip().splitlines())
+
+
+@main.command()
+@click.argument("queue_name")
+@click.argument("state", type=click.Choice(STATES))
+@click.option("--start", default=0, show_default=True)
+@click.option("--end", default=19, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def jobs(ctx: Context, queue_name: str, state: str, start: int, end: int, as_json: bool) -> None:
+    """List jobs of QUEUE_NAME in STATE, a page at a time."""
+    infos = run(ctx.queue(queue_name).ajobs(state, start, end))
+    if as_json:
+        echo_json([i.__dict__ for i in infos])
+        return
+    for info in infos:
+        click.echo(f"{info.id:>10}  {info.name:<40} {orjson.dumps(info.data).decode()[:60]}")
+
+
+@main.command()
+@click.argument("queue_names", nargs=-1)
+@click.option("--since", default="$", show_default=True,
+              help="Stream id to start after ('0' for all kept events).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--count", "limit", default=0, help="Stop after this many events (0 = never).")
+@pass_ctx
+def events(ctx: Context, queue_names: tuple[str, ...], since: str, as_json: bool,
+           limit: int) -> None:
+    """Follow queue events live (Ctrl-C to stop)."""
+    names = list(queue_names) or run(discover_queues(ctx.app))
+
+    async def follow() -> None:
+        seen = 0
+        async for event in QueueEvents(ctx.app, names, since=since, block_ms=1000):
+            if as_json:
+                click.echo(orjson.dumps({"queue": event.queue, "id": event.id,
+                                         **event.fields}).decode())
+            else:
+                extra = " ".join(f"{k}={v}" for k, v in event.fields.items()
+                                 if k not in ("event", "jobId"))
+                click.echo(f"{event.queue:<16} {event.event:<18} {event.job_id or '':<10} "
+                           f"{extra[:100]}")
+            seen += 1
+            if limit and seen >= limit:
+                return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(follow())
+
+
+@main.command()
+@click.argument("queue_name")
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")
+@pass_ctx
+def watch(ctx: Context, queue_name: str, interval: float) -> None:
+    """Show a progress bar of QUEUE_NAME until no job waits or runs."""
+    queue = ctx.queue(queue_name)
+
+    def pending(counts: dict[str, int]) -> int:
+        return sum(counts[s] for s in ("waiting", "prioritized", "delayed", "active"))
+
+    first = run(queue.acounts())
+    total = pending(first)
+    done = 0
+    with click.progressbar(length=max(total, 1), label=queue_name, show_pos=True) as bar:
+        while True:
+            left = pending(run(queue.acounts()))
+            total = max(total, left + done)
+            bar.length = max(total, 1)
+            bar.update(max(0, total - left - done))
+            done = total - left
+            if left == 0:
+                break
+            time.sleep(interval)
+    click.echo(f"{queue_name}: empty")
+
+
+@main.command()
+@pass_ctx
+def metrics(ctx: Context) -> None:
+    """Print job counts and finished totals in Prometheus text format."""
+
+    async def text() -> str:
+        return await aprometheus_text(ctx.app, await discover_queues(ctx.app))
+
+    click.echo(run(text()), nl=False)
+
+
+# -- steering ---------------------------------------------------------------------------
+
+
+def _queue_action(name: str, help_text: str, act: Callable[[Queue], Coroutine[Any, Any, str]]
+                  ) -> None:
+    @main.command(name=name, help=help_text)
+    @click.argument("queue_name")
+    @pass_ctx
+    def command(ctx: Context, queue_name: str) -> None:
+        click.echo(run(act(ctx.queue(queue_name))))
+
+
+async def _pause(queue: Queue) -> str:
+    await queue.apause()
+    return f"{queue.name}: paused"
+
+
+async def _resume(queue: Queue) -> str:
+    await queue.aresume()
+    return f"{queue.name}: resumed"
+
+
+_queue_action("pause", "Pause QUEUE_NAME for every worker.", _pause)
+_queue_action("resume", "Resume QUEUE_NAME.", _resume)
+
+
+@main.command()
+@click.argument("queue_name")
+@click.option("--delayed", is_flag=True, help="Remove delayed jobs too.")
+@pass_ctx
+def drain(ctx: Context, queue_name: str, delayed: bool) -> None:
+    """Remove the jobs waiting in QUEUE_NAME."""
+    removed = run(ctx.queue(queue_name).adrain(delayed))
+    click.echo(f"{queue_name}: {removed} job(s) removed")
+
+
+@main.command()
+@click.argument("queue_name")
+@click.option("--grace", "grace_s", default=0.0, show_default=True,
+              help="Keep jobs that finished less than this many seconds ago.")
+@click.option("--limit", default=None, type=int, help="Remove at most this many.")
+@click.option("--state", default="completed", show_default=True,
+              type=click.Choice(["completed", "failed"]))
+@pass_ctx
+def clean(ctx: Context, queue_name: str, grace_s: float, limit: int | None, state: str) -> None:
+    """Remove finished jobs of QUEUE_NAME."""
+    removed = run(ctx.queue(queue_name).aclean(grace_s, limit, state))
+    click.echo(f"{queue_name}: {removed} {state} job(s) removed")
+
+
+@main.command()
+@click.argument("queue_name")
+@click.option("--state", default="failed", show_default=True,
+              type=click.Choice(["completed", "failed"]))
+@click.option("--limit", default=None, type=int)
+@click.option("--job", "job_id", default=None, help="Retry only this job.")
+@pass_ctx
+def retry(ctx: Context, queue_name: str, state: str, limit: int | None,
+          job_id: str | None) -> None:
+    """Send failed (or completed) jobs of QUEUE_NAME back to wait."""
+    queue = ctx.queue(queue_name)
+    if job_id is not None:
+        if not run(queue.aretry_job(job_id, state)):
+            raise NotFound(f"no {state} job {job_id} in {queue_name!r}")
+        click.echo(f"{queue_name}: job {job_id} back in wait")
+        return
+    moved = run(queue.aretry(state, limit))
+    click.echo(f"{queue_name}: {moved} job(s) back in wait")
+
+
+@main.command()
+@click.argument("queue_name")
+@click.option("--force", is_flag=True, help="Even while jobs run.")
+@click.option("--yes", is_flag=True, help="Don't ask for confirmation.")
+@pass_ctx
+def obliterate(ctx: Context, queue_name: str, force: bool, yes: bool) -> None:
+    """Remove QUEUE_NAME and every job in it."""
+    queue = ctx.queue(queue_name)
+    if not yes:
+        click.confirm(f"Remove queue {queue_name!r} and all its jobs?", abort=True)
+    run(queue.aobliterate(force))
+    click.echo(f"{queue_name}: obliterated")
+
+
+# -- the embedded server ----------------------------------------------------------------
 
 
 @main.group()
@@ -102,10 +446,12 @@ def server_start() -> None:
     try:
         click.echo(embedded.ensure_server())
     except TaskflowError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise Unreachable(str(exc)) from exc
 
 
 @server.command("stop")
 def server_stop() -> None:
     """Stop the embedded server of this directory."""
     click.echo("stopped" if embedded.stop_server() else "not running")
+if __name__ == "__main__":
+    main()
