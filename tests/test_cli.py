@@ -59,7 +59,7 @@ def test_job_show_and_not_found(app: App, cli) -> None:  # type: ignore[no-untyp
 
 
 def test_pause_resume_drain_clean_retry_obliterate(app: App, cli) -> None:  # type: ignore
-    ids, _ = _fill(app)
+    _fill(app)
     assert cli("pause", "default").exit_code == 0
     assert app.queue().is_paused()
     assert cli("resume", "default").exit_code == 0

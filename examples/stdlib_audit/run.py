@@ -25,7 +25,7 @@ from taskflow import JobFailedError, ResultTimeoutError
 if __package__ in (None, ""):  # run as a file: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.stdlib_audit.tasks import app, audit_file  # noqa: E402
+from examples.stdlib_audit.tasks import app, audit_file
 
 TEST_DIRS = frozenset({"test", "tests", "idle_test"})
 SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
