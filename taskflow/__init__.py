@@ -15,7 +15,8 @@ from taskflow.errors import (
     UnrecoverableError,
 )
 from taskflow.events import QueueEvent, QueueEvents
-from taskflow.job import Job, JobContext, JobInfo, current_job
+from taskflow.flows import Group, GroupResult, chain, chord, group
+from taskflow.job import Job, JobContext, JobInfo, JobTree, current_job
 from taskflow.options import Backoff, JobOptions, Keep
 from taskflow.queue import Queue
 from taskflow.task import BoundTask, Signature, Task
@@ -30,11 +31,14 @@ __all__ = [
     "BrokerError",
     "ConfigurationError",
     "EncodeError",
+    "Group",
+    "GroupResult",
     "Job",
     "JobContext",
     "JobFailedError",
     "JobInfo",
     "JobNotFoundError",
+    "JobTree",
     "JobOptions",
     "Keep",
     "LockLostError",
@@ -50,5 +54,8 @@ __all__ = [
     "UnrecoverableError",
     "Worker",
     "__version__",
+    "chain",
+    "chord",
     "current_job",
+    "group",
 ]

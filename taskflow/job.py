@@ -61,6 +61,16 @@ class JobInfo:
         )
 
 
+@dataclass
+class JobTree:
+    """A job and its children, as read back by :meth:`Job.atree`."""
+
+    job: Job[Any]
+    state: str
+    children: list[JobTree]
+    more_children: int = 0
+
+
 def _int_or_none(text: str | None) -> int | None:
     return int(float(text)) if text else None
 
@@ -73,9 +83,15 @@ class Job(Generic[R]):
         self.queue = queue
         self.id = job_id
         self.name = name
+        self.children: list[Job[Any]] = []
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name} queue={self.queue!r}>"
+
+    @property
+    def key(self) -> str:
+        """The job's hash key on Redis (how a parent names its children)."""
+        return f"{self.app.prefix}:{self.queue}:{self.id}"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and (other.queue, other.id) == (self.queue, self.id)
@@ -97,6 +113,26 @@ class Job(Generic[R]):
             raise JobNotFoundError(f"no job {self.id} in queue {self.queue!r}")
         state = await broker.job_state(self.queue, self.id)
         return JobInfo.from_fields(self.id, self.queue, state, fields)
+
+    async def atree(self, depth: int = 10, max_children: int = 100) -> JobTree:
+        """This job and its children down to ``depth`` levels, at most ``max_children``
+        per node, each with its state."""
+        broker = self.app.broker()
+        state = await broker.job_state(self.queue, self.id)
+        tree = JobTree(self, state, [])
+        if depth <= 0:
+            return tree
+        keys = await broker.child_keys(self.queue, self.id)
+        tree.more_children = max(0, len(keys) - max_children)
+        for key in keys[:max_children]:
+            queue, job_id = key.rsplit(":", 2)[1:]
+            child: Job[Any] = Job(self.app, queue, job_id)
+            tree.children.append(await child.atree(depth - 1, max_children))
+        return tree
+
+    def tree(self, depth: int = 10, max_children: int = 100) -> JobTree:
+        """Like :meth:`atree`, from sync code."""
+        return _portal.run(self.atree(depth, max_children))
 
     async def alogs(self) -> list[str]:
         """The lines the task logged for this job."""
@@ -194,6 +230,7 @@ class JobContext:
         self.name = name
         self.attempts_made = attempts_made
         self._runtime = runtime
+        self._children: tuple[list[str], dict[str, Any], dict[str, str]] | None = None
 
     def progress(self, value: Any) -> None:
         """Report progress (any JSON value, often a percentage); listeners get an event."""
@@ -202,6 +239,29 @@ class JobContext:
     def log(self, line: str) -> None:
         """Append a line to the job's log."""
         self._runtime.report(self, "log", str(line))
+
+    def set_children(self, order: list[str], processed: dict[str, Any],
+                     failed: dict[str, str]) -> None:
+        self._children = (order, processed, failed)
+
+    def _require_children(self) -> tuple[list[str], dict[str, Any], dict[str, str]]:
+        if self._children is None:
+            raise LookupError(f"job {self.id} is not the parent of a flow")
+        return self._children
+
+    def children_results(self) -> dict[str, Any]:
+        """Results of the children that completed, by child job key."""
+        return dict(self._require_children()[1])
+
+    def results(self) -> list[Any]:
+        """Children's results in the order the children were given (None for a child that
+        failed under the ``ignore`` or ``continue`` policy, or was removed)."""
+        order, processed, _ = self._require_children()
+        return [processed.get(key) for key in order]
+
+    def failed_children(self) -> dict[str, str]:
+        """Failure reasons of children that failed without failing this parent."""
+        return dict(self._require_children()[2])
 
 
 _current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("taskflow_job")

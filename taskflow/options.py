@@ -18,6 +18,10 @@ from taskflow.errors import ConfigurationError
 MAX_PRIORITY = 2**21
 
 BackoffKind = Literal["fixed", "exponential"]
+ParentPolicy = Literal["fail", "continue", "ignore", "remove"]
+# How BullMQ stores each failure policy of a child in its options.
+POLICY_FLAGS: dict[str, str] = {
+    "fail": "fpof", "continue": "cpof", "ignore": "idof", "remove": "rdof"}
 
 
 def _check_seconds(what: str, value: object) -> None:
@@ -164,8 +168,12 @@ class JobOptions:
     keep_completed: Keep = field(default=DEFAULT_KEEP_COMPLETED)
     keep_failed: Keep = field(default=DEFAULT_KEEP_FAILED)
     keep_logs: int | None = None
+    on_failure: ParentPolicy = "fail"
 
     def __post_init__(self) -> None:
+        if self.on_failure not in POLICY_FLAGS:
+            raise ConfigurationError(
+                f"on_failure must be one of {sorted(POLICY_FLAGS)}: {self.on_failure!r}")
         _check_seconds("delay", self.delay_s)
         _check_int("priority", self.priority, 0, MAX_PRIORITY)
         _check_int("attempts", self.attempts, 1, 1_000_000)
@@ -209,6 +217,8 @@ class JobOptions:
         out["removeOnFail"] = self.keep_failed.to_bullmq()
         if self.keep_logs is not None:
             out["kl"] = self.keep_logs
+        if self.on_failure != "fail":  # flows store the default ("fpof") on every child
+            out[POLICY_FLAGS[self.on_failure]] = True
         return out
 
     @classmethod
@@ -223,7 +233,16 @@ class JobOptions:
             keep_completed=Keep.from_bullmq(opts.get("removeOnComplete")),
             keep_failed=Keep.from_bullmq(opts.get("removeOnFail")),
             keep_logs=opts.get("kl"),
+            on_failure=_policy_from_bullmq(opts),
         )
+
+
+def _policy_from_bullmq(opts: dict[str, Any]) -> ParentPolicy:
+    policies: tuple[ParentPolicy, ...] = ("fail", "continue", "ignore", "remove")
+    for policy in policies:
+        if opts.get(POLICY_FLAGS[policy]):
+            return policy
+    return "fail"
 
 
 def _backoff_from_bullmq(value: object) -> Backoff | None:

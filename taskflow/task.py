@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskflow import _json, _portal
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_FED = object()  # stands for the argument a flow feeds in at run time
 
 
 class Task(Generic[P, R]):
@@ -48,8 +50,13 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
-        """A signature: this task with these arguments, to queue later or in bulk."""
-        return Signature(self, self.encode_args(args, kwargs), self.default_options, self.queue)
+        """A signature: this task with these arguments, to queue later, in bulk, or as a
+        node of a flow. ``children=[...]`` (a reserved keyword) makes it a parent that
+        runs once its children are done; see :mod:`taskflow.flows`."""
+        children: Any = kwargs.pop("children", None)
+        sig = Signature(self, self.try_encode_args(args, kwargs), self.default_options,
+                        self.queue, args, dict(kwargs))
+        return sig.with_children(children) if children is not None else sig
 
     def options(self, *, queue: str | None = None, **options: Any) -> BoundTask[P, R]:
         """This task with per-call options: ``delay_s``, ``priority``, ``lifo``, ``job_id``,
@@ -68,6 +75,29 @@ class Task(Generic[P, R]):
         """The job's data: a JSON object of parameter name to value."""
         bound = self.signature.bind(*args, **kwargs)
         return _json.dumps(bound.arguments, f"arguments of {self.name}")
+
+    def try_encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Like :meth:`encode_args`, but None when the arguments don't fit (yet): a chain
+        step's first argument comes later. Queuing it unfed raises the TypeError."""
+        try:
+            return self.encode_args(args, kwargs)
+        except TypeError:
+            return None
+
+    def encode_fed_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The data of a step whose first parameter the flow fills in at run time."""
+        first = self.first_parameter
+        bound = self.signature.bind(_FED, *args, **kwargs)
+        arguments = {k: v for k, v in bound.arguments.items() if k != first}
+        return _json.dumps(arguments, f"arguments of {self.name}")
+
+    @property
+    def first_parameter(self) -> str:
+        """The name of the parameter a flow feeds (a chain's previous result)."""
+        for param in self.signature.parameters.values():
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                return param.name
+        raise TypeError(f"{self.name} takes no positional parameter to receive results")
 
     def decode_args(self, data: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Positional and keyword arguments for a call from a job's data."""
@@ -92,8 +122,10 @@ class BoundTask(Generic[P, R]):
         self.queue = queue
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
-        data = self.task.encode_args(args, kwargs)
-        return Signature(self.task, data, self.job_options, self.queue)
+        children: Any = kwargs.pop("children", None)
+        data = self.task.try_encode_args(args, kwargs)
+        sig = Signature(self.task, data, self.job_options, self.queue, args, dict(kwargs))
+        return sig.with_children(children) if children is not None else sig
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         return self.s(*args, **kwargs).delay()
@@ -102,28 +134,57 @@ class BoundTask(Generic[P, R]):
         return await self.s(*args, **kwargs).adelay()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Signature(Generic[R]):
-    """A task, its encoded arguments and options: one job, not yet queued."""
+    """A task, its arguments and options: one job, not yet queued.
+
+    With ``children`` it is the root of a flow: a tree of jobs added at once, where each
+    parent runs after its children. ``feed`` names what a flow passes to the task's
+    first parameter: ``previous`` (a chain step: its one child's result) or ``results``
+    (a chord callback: every child's result, in order).
+    """
 
     task: Task[Any, R]
-    data: str
+    data: str | None
     options: JobOptions = field(default_factory=JobOptions)
     queue: str = ""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    children: tuple[Signature[Any], ...] = ()
+    feed: str = ""
 
-    def to_new_job(self) -> NewJob:
+    def with_children(self, children: Iterable[Signature[Any]]) -> Signature[R]:
+        """This signature as the parent of ``children``."""
+        return replace(self, children=tuple(children))
+
+    def fed(self, feed: str) -> Signature[R]:
+        """This signature with its first parameter left for the flow to fill."""
+        data = self.task.encode_fed_args(self.args, self.kwargs)
+        return replace(self, data=data, feed=feed)
+
+    def to_new_job(self, extra_opts: dict[str, Any] | None = None) -> NewJob:
+        data = self.data
+        if data is None:  # arguments that never fitted: raise the binding's TypeError
+            data = self.task.encode_args(self.args, self.kwargs)
         opts = self.options
+        stored = opts.to_bullmq()
+        if extra_opts:
+            stored.update(extra_opts)
         return NewJob(
-            name=self.task.name, data=self.data, opts=_json.dumps(opts.to_bullmq(), "options"),
+            name=self.task.name, data=data, opts=_json.dumps(stored, "options"),
             job_id=opts.job_id or "", delay_ms=opts.delay_ms, priority=opts.priority,
             lifo=opts.lifo,
         )
 
     def delay(self) -> Job[R]:
-        """Queue this job (from sync code)."""
+        """Queue this job, or this whole flow (from sync code)."""
         return _portal.run(self.adelay())
 
     async def adelay(self) -> Job[R]:
-        """Queue this job (from async code)."""
+        """Queue this job, or this whole flow (from async code)."""
+        if self.children:
+            from taskflow.flows import aadd_flow
+
+            return await aadd_flow(self)
         jobs = await self.task.app.aadd_bulk([self])
         return jobs[0]

@@ -36,10 +36,11 @@ from taskflow.errors import (
     UnrecoverableError,
 )
 from taskflow.job import JobContext, _current
-from taskflow.options import Backoff, JobOptions
+from taskflow.options import POLICY_FLAGS, Backoff, JobOptions
 
 if TYPE_CHECKING:
     from taskflow.app import App
+    from taskflow.task import Task
     from taskflow.backends.redis import RedisBroker
 
 logger = logging.getLogger(__name__)
@@ -59,13 +60,18 @@ class _Policy:
     keep_completed: tuple[int, float]
     keep_failed: tuple[int, float]
     keep_logs: int
+    parent_policy: str
 
     @classmethod
     @functools.lru_cache(maxsize=256)
     def of(cls, opts_text: str) -> _Policy:
-        opts = JobOptions.from_bullmq(_json.loads(opts_text) or {})
+        raw = _json.loads(opts_text) or {}
+        opts = JobOptions.from_bullmq(raw)
+        # A child added by BullMQ with no policy flag leaves its parent waiting.
+        flagged = any(raw.get(flag) for flag in POLICY_FLAGS.values())
         return cls(opts.attempts, opts.backoff, opts.keep_completed.script_args(),
-                   opts.keep_failed.script_args(), opts.keep_logs or 0)
+                   opts.keep_failed.script_args(), opts.keep_logs or 0,
+                   opts.on_failure if flagged else "none")
 
 
 class _Running:
@@ -121,6 +127,7 @@ class Worker:
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
         self._running: dict[tuple[str, str], _Running] = {}
         self._job_tasks: set[asyncio.Task[None]] = set()
+        self.abandoned = 0
         self._outcomes: dict[str, list[tuple[_Running, Outcome, Any]]] = defaultdict(list)
         self._wake: dict[str, asyncio.Event] = {}
         self._ready: dict[str, bool] = {}
@@ -165,14 +172,26 @@ class Worker:
         finally:
             for task in housekeeping:
                 task.cancel()
+            self.abandoned = len(self._running)
+            for task in list(self._job_tasks):
+                task.cancel()  # coroutines past the grace period; their jobs stall back
             self._threads.shutdown(wait=False, cancel_futures=True)
             await self.app.aclose()
             self._stopped.set()
             logger.info("worker %s stopped", self.name)
 
     def run_forever(self, install_signals: bool = True) -> None:
-        """Run in a new event loop until SIGTERM/SIGINT (a second signal exits at once)."""
+        """Run in a new event loop until SIGTERM/SIGINT (a second signal exits at once).
+
+        Jobs still running in threads when the grace period ends can't be stopped, and
+        Python would wait for them at exit: the process exits at once instead, and the
+        stalled check gives those jobs to another worker.
+        """
         asyncio.run(self._run_with_signals(install_signals))
+        if self.abandoned:
+            logger.warning("exiting with %d job(s) unfinished", self.abandoned)
+            logging.shutdown()
+            os._exit(0)
 
     async def _run_with_signals(self, install_signals: bool) -> None:
         if install_signals:
@@ -301,8 +320,11 @@ class Worker:
 
     async def _call(self, running: _Running) -> Any:
         task = self.app.get_task(running.context.name)
+        data = _json.loads(running.fields.get("data"))
+        if "tfc" in running.fields:
+            data = await self._feed_children(running, task, data)
         try:
-            args, kwargs = task.decode_args(_json.loads(running.fields.get("data")))
+            args, kwargs = task.decode_args(data)
         except (TypeError, ValueError) as exc:
             raise UnrecoverableError(f"bad arguments for {task.name}: {exc}") from exc
         token = _current.set(running.context)
@@ -316,6 +338,18 @@ class Worker:
             return await self._require_loop().run_in_executor(self._threads, ctx.run, call)
         finally:
             _current.reset(token)
+
+    async def _feed_children(self, running: _Running, task: Task[Any, Any], data: Any) -> Any:
+        """Load a flow parent's children outcomes; feed them to a chain step or chord."""
+        ctx = running.context
+        processed, failed = await self._require_broker().children_of(ctx.queue, ctx.id)
+        order = _json.loads(running.fields["tfc"]) or []
+        ctx.set_children(order, {k: _json.loads(v) for k, v in processed.items()}, failed)
+        feed = (_json.loads(running.fields.get("opts")) or {}).get("tff")
+        if feed in ("previous", "results") and isinstance(data, dict):
+            results = ctx.results()
+            data[task.first_parameter] = results if feed == "results" else results[0]
+        return data
 
     def _completed(self, running: _Running, value: str) -> Outcome:
         count, age = running.policy.keep_completed
@@ -333,7 +367,8 @@ class Worker:
         if _is_final(exc) or made >= policy.attempts:
             kind = "failed" if _is_final(exc) else "exhausted"
             return Outcome(running.context.id, kind, reason, made, stacktrace,
-                           keep_count=count, keep_age_s=age, parent_key=parent_key)
+                           keep_count=count, keep_age_s=age, parent_key=parent_key,
+                           parent_policy=policy.parent_policy)
         delay = policy.backoff.wait_ms(made) if policy.backoff else 0
         return Outcome(running.context.id, "retry", reason, made, stacktrace, delay)
 

@@ -171,8 +171,8 @@ def test_backoff_waits() -> None:
 
 def test_public_names_are_all_exported() -> None:
     public = {n for n in dir(taskflow) if not n.startswith("_")}
-    modules = {"app", "backends", "cli", "errors", "events", "job", "keys", "options", "queue",
-               "scripts", "task", "worker"}
+    modules = {"app", "backends", "cli", "errors", "events", "flows", "job", "keys", "metrics",
+               "options", "queue", "scripts", "task", "worker"}
     assert public - modules - {"annotations"} <= set(taskflow.__all__)
     for name in taskflow.__all__:
         assert hasattr(taskflow, name)

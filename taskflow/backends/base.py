@@ -42,6 +42,7 @@ class Outcome:
     keep_count: int = -1
     keep_age_s: float = -1
     parent_key: str = ""
+    parent_policy: str = "none"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
@@ -112,10 +113,52 @@ class RedisBroker:
         args: list[Any] = [token, lock_ms, fetch, worker, len(outcomes), metrics_points]
         for o in outcomes:
             args += [o.job_id, o.kind, o.value, o.stacktrace, o.attempts_made,
-                     o.retry_delay_ms, o.keep_count, o.keep_age_s, o.parent_key]
+                     o.retry_delay_ms, o.keep_count, o.keep_age_s, o.parent_key,
+                     o.parent_policy]
         statuses, rows, next_delayed = await self._run("finish_fetch", queue, args)
         jobs = [(str(job_id), _pairs(fields)) for job_id, fields in rows]
         return Taken([int(s) for s in statuses], jobs, int(next_delayed))
+
+    async def add_flow(self, nodes: list[tuple[str, NewJob, int]]) -> list[str]:
+        """Add a tree of jobs in one call: (queue, job, parent index) per node, parents
+        first. Raises ConfigurationError, writing nothing, when a custom id exists."""
+        args: list[Any] = [len(nodes)]
+        for queue, job, parent_index in nodes:
+            args += [self.keys(queue).base, job.job_id, job.name, job.data, job.opts,
+                     job.delay_ms, job.priority, "1" if job.lifo else "0", parent_index]
+        ok, found = await self._run("add_flow", nodes[0][0], args)
+        if not ok:
+            queue, job, _ = nodes[int(found) - 1]
+            raise ConfigurationError(
+                f"job id {job.job_id!r} exists already in queue {queue!r}; nothing was added")
+        return [str(job_id) for job_id in found]
+
+    async def children_of(self, queue: str, job_id: str
+                          ) -> tuple[dict[str, str], dict[str, str]]:
+        """A parent's children outcomes: (child key -> result JSON, child key -> reason)."""
+        key = self.keys(queue).job(job_id)
+        pipe: Pipeline = self.client.pipeline(transaction=True)
+        pipe.hgetall(key + ":processed")
+        pipe.hgetall(key + ":failed")
+        async with wrap_errors("reading children"):
+            processed, failed = await pipe.execute()
+        return processed, failed
+
+    async def child_keys(self, queue: str, job_id: str) -> list[str]:
+        """A parent's children's keys: in the order given when taskflow added the flow,
+        else pending ones, then completed, then failed."""
+        key = self.keys(queue).job(job_id)
+        pipe: Pipeline = self.client.pipeline(transaction=True)
+        pipe.hget(key, "tfc")
+        pipe.smembers(key + ":dependencies")
+        pipe.hkeys(key + ":processed")
+        pipe.hkeys(key + ":failed")
+        async with wrap_errors("reading children"):
+            ordered, pending, done, failed = await pipe.execute()
+        if ordered:
+            return [str(k) for k in orjson.loads(ordered)]
+        found = [*sorted(pending), *sorted(done), *sorted(failed)]
+        return list(dict.fromkeys(str(k) for k in found))
 
     async def extend_locks(
         self, queue: str, token: str, lock_ms: int, job_ids: list[str]

@@ -7,7 +7,7 @@ from importlib import resources
 
 NAMES = (
     "add", "finish_fetch", "extend_locks", "stalled", "progress", "log", "pause",
-    "remove_jobs", "remove_job", "retry_jobs", "reschedule", "obliterate_meta",
+    "remove_jobs", "remove_job", "retry_jobs", "reschedule", "obliterate_meta", "add_flow",
 )
 
 

@@ -102,6 +102,92 @@ local function promoteDelayed(prefix, now)
   return #due
 end
 
+-- Make a job of any queue ready (or delayed), given that queue's key prefix: for
+-- flows, whose nodes live in several queues. "prev" goes into the event when given.
+local function readyIn(base, id, priority, lifo, delay, now, prev)
+  local events = base .. "events"
+  if delay > 0 then
+    local due = now + delay
+    rcall("ZADD", base .. "delayed", due * 0x1000, id)
+    rcall("XADD", events, "*", "event", "delayed", "jobId", id, "delay", due)
+    local first = rcall("ZRANGE", base .. "delayed", 0, 0, "WITHSCORES")
+    rcall("ZADD", base .. "marker", math.floor(tonumber(first[2]) / 0x1000), "1")
+    return
+  end
+  if priority > 0 then
+    rcall("ZADD", base .. "prioritized", priorityScore(priority, base .. "pc"), id)
+  elseif lifo then
+    rcall("RPUSH", base .. "wait", id)
+  else
+    rcall("LPUSH", base .. "wait", id)
+  end
+  if prev then
+    rcall("XADD", events, "*", "event", "waiting", "jobId", id, "prev", prev)
+  else
+    rcall("XADD", events, "*", "event", "waiting", "jobId", id)
+  end
+  if rcall("HEXISTS", base .. "meta", "paused") == 0 then
+    rcall("ZADD", base .. "marker", 0, "0")
+  end
+end
+
+-- A parent whose children no longer hold it back moves to its own queue's ready
+-- list (the parent's queue may differ from the child's).
+local function releaseParent(parentKey, now)
+  local base, parentId = string.match(parentKey, "^(.*:)([^:]+)$")
+  if rcall("ZREM", base .. "waiting-children", parentId) == 0 then
+    return
+  end
+  local fields = rcall("HMGET", parentKey, "priority", "delay")
+  readyIn(base, parentId, tonumber(fields[1]) or 0, false, tonumber(fields[2]) or 0, now,
+          "waiting-children")
+end
+
+-- A child's failure policy, from its stored options (BullMQ's short keys).
+local function policyOf(optsText)
+  local opts = cjson.decode(optsText or "{}")
+  if opts["fpof"] then return "fail" end
+  if opts["cpof"] then return "continue" end
+  if opts["idof"] then return "ignore" end
+  if opts["rdof"] then return "remove" end
+  return "none"
+end
+
+local childFailed
+
+-- Fail a waiting parent because of a child, then tell its own parent in turn.
+local function failParent(parentKey, reason, depth, now)
+  local base, parentId = string.match(parentKey, "^(.*:)([^:]+)$")
+  if rcall("ZREM", base .. "waiting-children", parentId) == 0 then
+    return
+  end
+  rcall("ZADD", base .. "failed", now, parentId)
+  rcall("HSET", parentKey, "failedReason", reason, "finishedOn", now)
+  rcall("XADD", base .. "events", "*", "event", "failed", "jobId", parentId,
+        "failedReason", reason, "prev", "waiting-children")
+  local fields = rcall("HMGET", parentKey, "parentKey", "opts")
+  if fields[1] and depth < 32 then
+    childFailed(fields[1], parentKey, reason, policyOf(fields[2]), depth + 1, now)
+  end
+end
+
+-- Apply a failed child's policy to its parent: fail it, release it now (continue),
+-- record the failure and go on (ignore), or forget the dependency (remove).
+-- With no policy (BullMQ's default) the parent keeps waiting.
+childFailed = function(parentKey, childKey, reason, policy, depth, now)
+  if policy == "none" or rcall("SREM", parentKey .. ":dependencies", childKey) == 0 then
+    return
+  end
+  if policy ~= "remove" then
+    rcall("HSET", parentKey .. ":failed", childKey, reason)
+  end
+  if policy == "fail" then
+    failParent(parentKey, "child " .. childKey .. " failed: " .. reason, depth, now)
+  elseif policy == "continue" or rcall("SCARD", parentKey .. ":dependencies") == 0 then
+    releaseParent(parentKey, now)
+  end
+end
+
 -- DEL in slices: unpack() of a very long table overflows Lua's stack.
 local function delInSlices(keys)
   for i = 1, #keys, 5000 do
@@ -122,4 +208,37 @@ local function jobKeysOf(prefix, ids)
     keys[#keys + 1] = jobKey .. ":lock"
   end
   return keys
+end
+
+-- Keep or drop a job that just failed outside a worker (the stalled check), by its
+-- stored removeOnFail: true drops it, a count or {count, age} prunes the failed set.
+local function settleFailed(prefix, jobId, removeOn, now)
+  if removeOn == true then
+    delInSlices(jobKeysOf(prefix, {jobId}))
+    return
+  end
+  rcall("ZADD", KEYS[6], now, jobId)
+  local count = removeOn
+  if type(removeOn) == "table" then
+    count = removeOn["count"]
+    if removeOn["age"] then
+      local old = rcall("ZRANGEBYSCORE", KEYS[6], 0, now - removeOn["age"] * 1000,
+                        "LIMIT", 0, 1000)
+      if #old > 0 then
+        rcall("ZREM", KEYS[6], unpack(old))
+        delInSlices(jobKeysOf(prefix, old))
+      end
+    end
+  end
+  if type(count) == "number" then
+    local excess = rcall("ZCARD", KEYS[6]) - count
+    if excess > 0 then
+      local popped = rcall("ZPOPMIN", KEYS[6], excess)
+      local ids = {}
+      for i = 1, #popped, 2 do
+        ids[#ids + 1] = popped[i]
+      end
+      delInSlices(jobKeysOf(prefix, ids))
+    end
+  end
 end

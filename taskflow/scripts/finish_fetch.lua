@@ -11,9 +11,10 @@
   ARGV[5] worker name (stored as the job's "pb")
   ARGV[6] number of finished jobs, n
   ARGV[7] per-minute metrics points to keep (0 = no metrics)
-  then 9 values per finished job, from ARGV[8]:
+  then 10 values per finished job, from ARGV[8]:
     id, outcome, value, stacktrace JSON ("" = leave), attempts made,
-    retry delay ms, keep count (-1 = all), keep age s (-1 = any age), parent key ("" = none)
+    retry delay ms, keep count (-1 = all), keep age s (-1 = any age), parent key ("" = none),
+    failure policy toward the parent: fail, continue, ignore, remove or none
   outcome: "completed" (value = result JSON), "failed" (value = reason; final),
     "exhausted" (final failure after the last attempt), "retry" (back to delayed
     after the delay, or to wait when it is 0).
@@ -21,7 +22,11 @@
   Returns {statuses, jobs, nextDelayedMs}:
     statuses: one per finished job: 1 done, -2 lock not owned, -3 not active
     jobs: {id, {field, value, ...}} for each job taken, fields as before taking
-    nextDelayedMs: due time of the next delayed job, or 0
+    nextDelayedMs: when to try taking again: the due time of the next delayed
+      job, or the end of the rate-limit window when that comes first; 0 = none
+  Taking honours, as BullMQ does, pause (meta "paused"), the global concurrency
+  cap (meta "concurrency") and the global rate limit (meta "max" / "duration",
+  counted in the "limiter" key that BullMQ's workers share).
   Events: completed, failed, retries-exhausted, delayed, waiting, active, drained.
 ]]
 local prefix = ARGV[1]
@@ -32,38 +37,20 @@ local finished = {completed = {}, failed = {}}
 local keep = {completed = {}, failed = {}}
 local counted = {completed = 0, failed = 0}
 
--- A parent whose last pending child just finished moves to its own queue's
--- ready list (the parent's queue may differ from the child's).
-local function releaseParent(parentKey)
-  local queueKey, parentId = string.match(parentKey, "^(.*):([^:]+)$")
-  if rcall("ZREM", queueKey .. ":waiting-children", parentId) == 0 then
+local function notifyParent(parentKey, jobKey, outcome, value, policy)
+  if parentKey == "" then
     return
   end
-  local priority = tonumber(rcall("HGET", parentKey, "priority")) or 0
-  if priority > 0 then
-    rcall("ZADD", queueKey .. ":prioritized",
-          priorityScore(priority, queueKey .. ":pc"), parentId)
-  else
-    rcall("LPUSH", queueKey .. ":wait", parentId)
-  end
-  rcall("XADD", queueKey .. ":events", "*", "event", "waiting", "jobId", parentId,
-        "prev", "waiting-children")
-  if rcall("HEXISTS", queueKey .. ":meta", "paused") == 0 then
-    rcall("ZADD", queueKey .. ":marker", 0, "0")
-  end
-end
-
-local function notifyParent(parentKey, jobKey, outcome, value)
-  if parentKey == "" or rcall("SREM", parentKey .. ":dependencies", jobKey) == 0 then
+  if outcome ~= "completed" then
+    childFailed(parentKey, jobKey, value, policy, 0, now)
     return
   end
-  if outcome == "completed" then
-    rcall("HSET", parentKey .. ":processed", jobKey, value)
-  else
-    rcall("HSET", parentKey .. ":failed", jobKey, value)
+  if rcall("SREM", parentKey .. ":dependencies", jobKey) == 0 then
+    return
   end
+  rcall("HSET", parentKey .. ":processed", jobKey, value)
   if rcall("SCARD", parentKey .. ":dependencies") == 0 then
-    releaseParent(parentKey)
+    releaseParent(parentKey, now)
   end
 end
 
@@ -97,7 +84,7 @@ local function settle(jobId, jobKey, outcome, base)
     outcome = "failed"
   end
   counted[outcome] = counted[outcome] + 1
-  notifyParent(ARGV[base + 8], jobKey, outcome, value)
+  notifyParent(ARGV[base + 8], jobKey, outcome, value, ARGV[base + 9])
   local keepCount = tonumber(ARGV[base + 6])
   if keepCount == 0 then
     delInSlices(jobKeysOf(prefix, {jobId}))
@@ -229,12 +216,48 @@ local function popReady(count)
   return ids
 end
 
+-- The global rate limit (meta "max" jobs per "duration" ms): the window is the
+-- "limiter" key, a count of the jobs taken in it, expiring when the window ends.
+-- Returns how many jobs may start now; when none may, notes when the window ends.
+local limiterKey = prefix .. "limiter"
+local limitedUntil = nil
+
+local function rateLimitRoom(count, max)
+  local used = tonumber(rcall("GET", limiterKey)) or 0
+  if used >= max then
+    local ttl = rcall("PTTL", limiterKey)
+    if ttl > 0 then
+      limitedUntil = now + ttl
+      return 0
+    end
+    rcall("DEL", limiterKey)  -- a window without expiry: start a new one
+    used = 0
+  end
+  return math.min(count, max - used)
+end
+
+local function countTaken(taken, max, duration)
+  if rcall("INCRBY", limiterKey, taken) == taken then
+    rcall("PEXPIRE", limiterKey, math.floor(math.abs(duration)))
+  end
+  if taken >= max or tonumber(rcall("GET", limiterKey)) >= max then
+    limitedUntil = now + math.max(rcall("PTTL", limiterKey), 0)
+  end
+end
+
 local function take(count)
   promoteDelayed(prefix, now)
   if count <= 0 or isPaused(KEYS[8]) then
     return {}
   end
-  local cap = tonumber(rcall("HGET", KEYS[8], "concurrency"))
+  local meta = rcall("HMGET", KEYS[8], "concurrency", "max", "duration")
+  local cap, max, duration = tonumber(meta[1]), tonumber(meta[2]), tonumber(meta[3])
+  if not duration then
+    max = nil
+  end
+  if max then
+    count = rateLimitRoom(count, max)
+  end
   if cap then
     count = math.min(count, cap - rcall("LLEN", KEYS[2]))
   end
@@ -244,6 +267,9 @@ local function take(count)
   local ids = popReady(count)
   if #ids == 0 then
     return {}
+  end
+  if max then
+    countTaken(#ids, max, duration)
   end
   rcall("LPUSH", KEYS[2], unpack(ids))
   local jobs = {}
@@ -259,7 +285,7 @@ end
 local n = tonumber(ARGV[6])
 local settled = 0
 for i = 0, n - 1 do
-  statuses[#statuses + 1] = finishOne(8 + i * 9)
+  statuses[#statuses + 1] = finishOne(8 + i * 10)
   if statuses[#statuses] == 1 then
     settled = settled + 1
   end
@@ -275,4 +301,8 @@ if settled > 0 then
     rcall("XADD", KEYS[7], "*", "event", "drained")
   end
 end
-return {statuses, jobs, nextDelayedMs(KEYS[4]) or 0}
+local wakeAt = nextDelayedMs(KEYS[4])
+if limitedUntil and (wakeAt == nil or limitedUntil < wakeAt) then
+  wakeAt = limitedUntil
+end
+return {statuses, jobs, wakeAt or 0}

@@ -24,12 +24,18 @@ local now = nowMs()
 local recovered = {}
 local failed = {}
 
+-- Fail it as a worker would: keep it by removeOnFail, and tell its parent.
 local function failStalled(jobId, jobKey)
   local reason = "job stalled more than allowable limit"
-  rcall("ZADD", KEYS[6], now, jobId)
+  local fields = rcall("HMGET", jobKey, "opts", "parentKey")
+  local opts = cjson.decode(fields[1] or "{}")
   rcall("HSET", jobKey, "failedReason", reason, "finishedOn", now)
   rcall("XADD", KEYS[7], "*", "event", "failed", "jobId", jobId,
         "failedReason", reason, "prev", "active")
+  if fields[2] then
+    childFailed(fields[2], jobKey, reason, policyOf(fields[1]), 0, now)
+  end
+  settleFailed(prefix, jobId, opts["removeOnFail"], now)
   failed[#failed + 1] = jobId
 end
 

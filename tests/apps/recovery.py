@@ -2,9 +2,8 @@
 
 Started as ``taskflow worker tests.apps.recovery:app``; the environment says where:
 
-``TASKFLOW_BROKER_URL``      the server under test
-``TASKFLOW_TEST_PREFIX``     the test's own key prefix
-``TASKFLOW_TEST_MAX_STALLED`` (optional) the workers' ``max_stalled`` (the CLI has no option)
+``TASKFLOW_BROKER_URL``  the server under test
+``TASKFLOW_TEST_PREFIX`` the test's own key prefix
 
 The tests register the same tasks on their own App with :func:`register`, so the
 names and signatures match what the workers run.
@@ -19,11 +18,10 @@ from typing import Any
 
 import redis
 
-from taskflow import App, Task, Worker, current_job
+from taskflow import App, Task, current_job
 
 URL_ENV = "TASKFLOW_BROKER_URL"
 PREFIX_ENV = "TASKFLOW_TEST_PREFIX"
-MAX_STALLED_ENV = "TASKFLOW_TEST_MAX_STALLED"
 
 
 def runs_key(prefix: str) -> str:
@@ -42,16 +40,6 @@ def gate_key(prefix: str) -> str:
 
 
 GATE_MAX_S = 60.0
-
-
-class RecoveryApp(App):
-    """An App whose workers take ``max_stalled`` from the environment."""
-
-    def worker(self, queues: Any = None, **options: Any) -> Worker:
-        max_stalled = os.environ.get(MAX_STALLED_ENV)
-        if max_stalled:
-            options.setdefault("max_stalled", int(max_stalled))
-        return super().worker(queues, **options)
 
 
 _clients: dict[str, redis.Redis] = {}
@@ -92,5 +80,5 @@ def register(app: App) -> tuple[Task[Any, Any], Task[Any, Any]]:
     return sleepy, boom
 
 
-app = RecoveryApp("recovery", os.environ.get(URL_ENV), prefix=os.environ.get(PREFIX_ENV) or "bull")
+app = App("recovery", os.environ.get(URL_ENV), prefix=os.environ.get(PREFIX_ENV) or "bull")
 sleepy, boom = register(app)

@@ -1,0 +1,184 @@
+"""Flows: trees of jobs where a parent runs after all its children, and reads their results.
+
+Build a tree with signatures::
+
+    report.s(month="2026-11", children=[crunch.s(part) for part in parts]).delay()
+
+Children may be parents themselves, to any depth, and may live in other queues than
+their parent. The whole tree is added in one script call: all of it or none.
+
+Celery's shapes on top: :func:`chain` (each step gets the previous step's result as
+its first argument), :func:`group` (run together, gather the results) and
+:func:`chord` (a group, then a callback that gets the group's results in order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taskflow import _json, _portal
+from taskflow.backends.base import NewJob
+from taskflow.errors import ConfigurationError
+from taskflow.job import Job
+from taskflow.options import POLICY_FLAGS
+from taskflow.task import Signature
+
+__all__ = ["Group", "GroupResult", "aadd_flow", "aadd_flows", "add_flow", "add_flows", "chain",
+           "chord", "group"]
+
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class FlowNode:
+    """One node of a flattened tree: parents come before their children."""
+
+    signature: Signature[Any]
+    queue: str
+    parent_index: int  # 1-based position of the parent in the flat list, 0 for the root
+    depth: int
+
+
+def flatten(root: Signature[Any]) -> list[FlowNode]:
+    """The tree in pre-order, checked: signatures only, no node twice (so no cycle),
+    known queues, bounded depth. Raises ConfigurationError before anything is written."""
+    app = root.task.app
+    known = set(app.queues)
+    nodes: list[FlowNode] = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, int, int]] = [(root, 0, 0)]
+    while stack:
+        sig, parent_index, depth = stack.pop()
+        _check_node(sig, seen, known, depth)
+        queue = sig.queue or sig.task.queue
+        nodes.append(FlowNode(sig, queue, parent_index, depth))
+        index = len(nodes)
+        for child in reversed(sig.children):
+            stack.append((child, index, depth + 1))
+    return nodes
+
+
+def _check_node(sig: object, seen: set[int], known: set[str], depth: int) -> None:
+    if not isinstance(sig, Signature):
+        raise ConfigurationError(f"a flow node must be a task signature (task.s(...)): {sig!r}")
+    if id(sig) in seen:
+        raise ConfigurationError(
+            f"signature {sig.task.name} appears twice in the flow (a cycle or a shared node)")
+    seen.add(id(sig))
+    queue = sig.queue or sig.task.queue
+    if queue not in known:
+        raise ConfigurationError(
+            f"flow node {sig.task.name} is on queue {queue!r}, which no task of the app uses")
+    if depth > MAX_DEPTH:
+        raise ConfigurationError(f"flow deeper than {MAX_DEPTH} levels")
+
+
+def _new_job(node: FlowNode) -> NewJob:
+    extra: dict[str, Any] = {}
+    if node.parent_index:
+        extra[POLICY_FLAGS[node.signature.options.on_failure]] = True
+    if node.signature.feed:
+        extra["tff"] = node.signature.feed
+    return node.signature.to_new_job(extra)
+
+
+async def aadd_flow(root: Signature[Any]) -> Job[Any]:
+    """Add the tree under ``root`` at once; returns the root's job, whose ``children``
+    (and theirs, down the tree) are the jobs of the other nodes."""
+    nodes = flatten(root)
+    new_jobs = [_new_job(node) for node in nodes]  # encode every node before writing
+    app = root.task.app
+    broker = app.broker()
+    ids = await broker.add_flow([(node.queue, job, node.parent_index)
+                                 for node, job in zip(nodes, new_jobs, strict=True)])
+    handles: list[Job[Any]] = [Job(app, node.queue, job_id, node.signature.task.name)
+               for node, job_id in zip(nodes, ids, strict=True)]
+    for node, handle in zip(nodes, handles, strict=True):
+        if node.parent_index:
+            handles[node.parent_index - 1].children.append(handle)
+    return handles[0]
+
+
+async def aadd_flows(roots: Iterable[Signature[Any]]) -> list[Job[Any]]:
+    """Add several trees; each is atomic on its own."""
+    return [await aadd_flow(root) for root in roots]
+
+
+def add_flow(root: Signature[Any]) -> Job[Any]:
+    """Like :func:`aadd_flow`, from sync code."""
+    return _portal.run(aadd_flow(root))
+
+
+def add_flows(roots: Iterable[Signature[Any]]) -> list[Job[Any]]:
+    """Like :func:`aadd_flows`, from sync code."""
+    return _portal.run(aadd_flows(list(roots)))
+
+
+# -- Celery's shapes -------------------------------------------------------------------
+
+
+def chain(*steps: Signature[Any]) -> Signature[Any]:
+    """Run steps one after another; each step after the first gets the previous step's
+    result as its first argument. Returns the last step, ready to ``delay()``."""
+    if not steps:
+        raise ConfigurationError("chain() needs at least one step")
+    node = steps[0]
+    for step in steps[1:]:
+        node = step.fed("previous").with_children([node])
+    return node
+
+
+def chord(header: Sequence[Signature[Any]] | Group, callback: Signature[Any]) -> Signature[Any]:
+    """Run ``header`` together, then ``callback`` with the list of their results (in the
+    order given) as its first argument."""
+    members = header.signatures if isinstance(header, Group) else tuple(header)
+    if not members:
+        raise ConfigurationError("chord() needs at least one signature in its header")
+    return callback.fed("results").with_children(members)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Signatures run together; ``delay()`` returns a :class:`GroupResult`."""
+
+    signatures: tuple[Signature[Any], ...]
+
+    def delay(self) -> GroupResult:
+        return _portal.run(self.adelay())
+
+    async def adelay(self) -> GroupResult:
+        if not self.signatures:
+            return GroupResult([])
+        app = self.signatures[0].task.app
+        plain = [s for s in self.signatures if not s.children]
+        jobs = iter(await app.aadd_bulk(plain))
+        found = [await aadd_flow(s) if s.children else next(jobs) for s in self.signatures]
+        return GroupResult(found)
+
+
+def group(*signatures: Signature[Any] | Iterable[Signature[Any]]) -> Group:
+    """``group(a.s(1), a.s(2))`` or ``group(a.s(i) for i in ...)``."""
+    flat: list[Signature[Any]] = []
+    for item in signatures:
+        flat.extend([item] if isinstance(item, Signature) else item)
+    return Group(tuple(flat))
+
+
+class GroupResult:
+    """The jobs of a group; ``results()`` waits for all, in order."""
+
+    def __init__(self, jobs: list[Job[Any]]) -> None:
+        self.jobs = jobs
+
+    async def aresults(self, timeout: float | None = None) -> list[Any]:
+        return [await job.aresult(timeout) for job in self.jobs]
+
+    def results(self, timeout: float | None = None) -> list[Any]:
+        return _portal.run(self.aresults(timeout))
+
+
+def decode_results(processed: dict[str, str]) -> dict[str, Any]:
+    """Children's results as stored on the parent: child key -> decoded value."""
+    return {key: _json.loads(value) for key, value in processed.items()}
