@@ -40,8 +40,8 @@ from taskflow.options import POLICY_FLAGS, Backoff, JobOptions
 
 if TYPE_CHECKING:
     from taskflow.app import App
-    from taskflow.task import Task
     from taskflow.backends.redis import RedisBroker
+    from taskflow.task import Task
 
 logger = logging.getLogger(__name__)
 

@@ -91,7 +91,7 @@ async def test_chain_group_chord(aapp: App) -> None:
 async def test_default_policy_fails_the_parent_and_late_siblings_do_no_harm(
     aapp: App
 ) -> None:
-    crunch, report, _, _ = _tasks(aapp)
+    _crunch, report, _, _ = _tasks(aapp)
     release = asyncio.Event()
 
     @aapp.task(queue="crunch", attempts=1)
