@@ -133,6 +133,34 @@ class RedisBroker:
                 f"job id {job.job_id!r} exists already in queue {queue!r}; nothing was added")
         return [str(job_id) for job_id in found]
 
+    async def reserve_ids(self, queue: str, count: int) -> int:
+        """Take ``count`` ids from a queue's counter; returns the first."""
+        key = self.keys(queue).key("id")
+        last = await self.call("reserving ids", lambda: self.client.incrby(key, count))
+        return int(last) - count + 1
+
+    async def stage_flow(self, root_queue: str, flow_id: str, rows: list[list[Any]]) -> int:
+        """Stage nodes of a large flow (see flow_stage.lua); 0 or the 1-based index of a
+        node whose custom id is taken."""
+        args: list[Any] = [flow_id, len(rows)]
+        for row in rows:
+            args += row
+        found = await self._run("flow_stage", root_queue, args)
+        return 0 if found == 1 else int(found[1])
+
+    async def commit_flow(self, root_queue: str, flow_id: str,
+                          groups: list[tuple[str, str, list[str]]]) -> bool:
+        """Make a staged flow visible: (queue prefix, kind, ids) per group."""
+        args: list[Any] = [flow_id, len(groups)]
+        for base, kind, ids in groups:
+            args += [base, kind, len(ids), *ids]
+        return bool(await self._run("flow_commit", root_queue, args))
+
+    async def discard_flow(self, root_queue: str, flow_id: str, batch: int = 500) -> None:
+        """Remove a staged flow's jobs, in bounded batches."""
+        while await self._run("flow_discard", root_queue, [flow_id, batch]):
+            pass
+
     async def children_of(self, queue: str, job_id: str
                           ) -> tuple[dict[str, str], dict[str, str]]:
         """A parent's children outcomes: (child key -> result JSON, child key -> reason)."""

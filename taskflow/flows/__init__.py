@@ -14,9 +14,10 @@ its first argument), :func:`group` (run together, gather the results) and
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskflow import _json, _portal
 from taskflow.backends.base import NewJob
@@ -25,10 +26,16 @@ from taskflow.job import Job
 from taskflow.options import POLICY_FLAGS
 from taskflow.task import Signature
 
+if TYPE_CHECKING:
+    from taskflow.backends.redis import RedisBroker
+
 __all__ = ["Group", "GroupResult", "aadd_flow", "aadd_flows", "add_flow", "add_flows", "chain",
            "chord", "group"]
 
 MAX_DEPTH = 64
+# Flows up to this size are added in one script call; larger ones are staged in chunks
+# of this size and made visible by one short commit (see scripts/flow_stage.lua).
+ONE_CALL_NODES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +98,87 @@ async def aadd_flow(root: Signature[Any]) -> Job[Any]:
     new_jobs = [_new_job(node) for node in nodes]  # encode every node before writing
     app = root.task.app
     broker = app.broker()
-    ids = await broker.add_flow([(node.queue, job, node.parent_index)
-                                 for node, job in zip(nodes, new_jobs, strict=True)])
+    if len(nodes) <= ONE_CALL_NODES:
+        ids = await broker.add_flow([(node.queue, job, node.parent_index)
+                                     for node, job in zip(nodes, new_jobs, strict=True)])
+    else:
+        ids = await _add_staged(broker, nodes, new_jobs)
     handles: list[Job[Any]] = [Job(app, node.queue, job_id, node.signature.task.name)
                for node, job_id in zip(nodes, ids, strict=True)]
     for node, handle in zip(nodes, handles, strict=True):
         if node.parent_index:
             handles[node.parent_index - 1].children.append(handle)
     return handles[0]
+
+
+async def _assign_ids(broker: RedisBroker, nodes: list[FlowNode], jobs: list[NewJob]
+                      ) -> list[str]:
+    wanted: dict[str, int] = {}
+    for node, job in zip(nodes, jobs, strict=True):
+        if not job.job_id:
+            wanted[node.queue] = wanted.get(node.queue, 0) + 1
+    next_id = {queue: await broker.reserve_ids(queue, count) for queue, count in wanted.items()}
+    ids = []
+    for node, job in zip(nodes, jobs, strict=True):
+        if job.job_id:
+            ids.append(job.job_id)
+        else:
+            ids.append(str(next_id[node.queue]))
+            next_id[node.queue] += 1
+    return ids
+
+
+async def _add_staged(broker: RedisBroker, nodes: list[FlowNode], jobs: list[NewJob]
+                      ) -> list[str]:
+    """Stage a large flow in chunks, then commit it in one short call."""
+    ids = await _assign_ids(broker, nodes, jobs)
+    keys = [f"{broker.keys(n.queue).base}{job_id}" for n, job_id in zip(nodes, ids, strict=True)]
+    children: dict[int, list[str]] = {}
+    for index, node in enumerate(nodes):
+        if node.parent_index:
+            children.setdefault(node.parent_index - 1, []).append(keys[index])
+    rows = [_staged_row(broker, nodes, jobs, ids, keys, children, i) for i in range(len(nodes))]
+    root_queue, flow_id = nodes[0].queue, uuid.uuid4().hex
+    for start in range(0, len(rows), ONE_CALL_NODES):
+        taken = await broker.stage_flow(root_queue, flow_id, rows[start:start + ONE_CALL_NODES])
+        if taken:
+            await broker.discard_flow(root_queue, flow_id)
+            queue, job_id = nodes[start + taken - 1].queue, ids[start + taken - 1]
+            raise ConfigurationError(
+                f"job id {job_id!r} exists already in queue {queue!r}; nothing was added")
+    if not await broker.commit_flow(root_queue, flow_id, _commit_groups(broker, nodes, jobs,
+                                                                         ids, children)):
+        raise ConfigurationError("the staged flow was discarded before it was committed")
+    return ids
+
+
+def _staged_row(broker: RedisBroker, nodes: list[FlowNode], jobs: list[NewJob], ids: list[str],
+                keys: list[str], children: dict[int, list[str]], i: int) -> list[Any]:
+    node, job = nodes[i], jobs[i]
+    parent_key = parent = ""
+    if node.parent_index:
+        parent_node = nodes[node.parent_index - 1]
+        parent_key = keys[node.parent_index - 1]
+        parent = _json.dumps({"id": ids[node.parent_index - 1],
+                              "queueKey": broker.keys(parent_node.queue).base[:-1]})
+    ordered = _json.dumps(children[i]) if i in children else ""
+    return [broker.keys(node.queue).base, ids[i], job.name, job.data, job.opts, job.delay_ms,
+            job.priority, parent_key, parent, ordered, "1" if job.job_id else "0"]
+
+
+def _commit_groups(broker: RedisBroker, nodes: list[FlowNode], jobs: list[NewJob],
+                   ids: list[str], children: dict[int, list[str]]
+                   ) -> list[tuple[str, str, list[str]]]:
+    groups: dict[tuple[str, str], list[str]] = {}
+    for i, (node, job) in enumerate(zip(nodes, jobs, strict=True)):
+        if i in children:
+            kind = "parent"
+        elif job.delay_ms or job.priority or job.lifo:
+            kind = "ready"
+        else:
+            kind = "wait"
+        groups.setdefault((broker.keys(node.queue).base, kind), []).append(ids[i])
+    return [(base, kind, found) for (base, kind), found in groups.items()]
 
 
 async def aadd_flows(roots: Iterable[Signature[Any]]) -> list[Job[Any]]:

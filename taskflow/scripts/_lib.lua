@@ -242,3 +242,19 @@ local function settleFailed(prefix, jobId, removeOn, now)
     end
   end
 end
+
+-- Remove up to "batch" jobs of a staged flow; the number still staged after.
+local function discardStaged(prefix, flowId, batch)
+  local stagingKey = prefix .. "flow:" .. flowId
+  local keys = {}
+  for _, jobKey in ipairs(rcall("SPOP", stagingKey, batch)) do
+    keys[#keys + 1] = jobKey
+    keys[#keys + 1] = jobKey .. ":dependencies"
+  end
+  delInSlices(keys)
+  local left = rcall("SCARD", stagingKey)
+  if left == 0 then
+    rcall("ZREM", prefix .. "flows-staging", flowId)
+  end
+  return left
+end

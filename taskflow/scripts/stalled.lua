@@ -12,6 +12,9 @@
   ARGV[2] maximum stalls before a job fails
   ARGV[3] check interval, ms (the lifetime of "stalled-check")
 
+  It also removes, a batch at a time, the staged jobs of a large flow whose producer
+  died before committing it (staged over an hour ago; see flow_stage.lua).
+
   Returns {recovered ids, failed ids}, or false when another check ran recently.
   Events: stalled, waiting, failed.
 ]]
@@ -70,5 +73,11 @@ for i = 1, #active, 5000 do
 end
 if #recovered > 0 then
   markReady(KEYS[9], KEYS[8])
+end
+-- Flows whose producer died while staging them: remove a batch per check.
+local abandoned = rcall("ZRANGEBYSCORE", prefix .. "flows-staging", 0, now - 3600000,
+                        "LIMIT", 0, 1)
+if abandoned[1] then
+  discardStaged(prefix, abandoned[1], 500)
 end
 return {recovered, failed}
