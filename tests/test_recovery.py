@@ -28,6 +28,7 @@ from tests.apps.recovery import (
     URL_ENV,
     gate_key,
     register,
+    register_flow,
     runs_key,
     started_key,
 )
@@ -440,3 +441,28 @@ def test_worker_logs_one_line_per_outcome(
                      retried), retried
     assert re.search(rf"{elapsed} {twice.id}:recovery\.boom failed: ValueError: again$",
                      ended), ended
+
+
+# -- 7. Flows: a worker killed while running a child; the parent still completes once ----
+
+
+def test_sigkill_during_a_child_still_completes_the_parent_once(
+    app: App, raw: redis.Redis, prefix: str, spawn: Spawn
+) -> None:
+    sleepy, _ = register(app)
+    collect = register_flow(app)
+    children = [sleepy.s(0.05, i, first_s=60.0 if i == 0 else None) for i in range(3)]
+    root = collect.s("tree", children=children).delay()
+    a = spawn(concurrency=3)
+    wait_until(lambda: started_count(raw, prefix) >= 3, 10, "worker A to start the children", a)
+    wait_until(lambda: raw.scard(f"{prefix}:default:{root.id}:dependencies") == 1, 10,
+               "the quick children to complete", a)
+    a.proc.send_signal(signal.SIGKILL)
+    a.wait(5)
+    spawn()
+    result = root.result(timeout=RECOVERY_S)
+    assert result["label"] == "tree"
+    assert [r["value"] for r in result["results"]] == [0, 1, 2]
+    assert runs(raw, prefix, root) == 1
+    assert events_of(raw, prefix, root).count("completed") == 1
+    assert runs(raw, prefix, root.children[0]) == 2

@@ -80,5 +80,18 @@ def register(app: App) -> tuple[Task[Any, Any], Task[Any, Any]]:
     return sleepy, boom
 
 
+def register_flow(app: App) -> Task[Any, Any]:
+    """Register a flow parent that records its runs and returns its children's results."""
+
+    @app.task(name="recovery.collect")
+    def collect(label: str) -> dict[str, Any]:
+        job_id = current_job().id
+        _client(app.url).hincrby(runs_key(app.prefix), job_id, 1)
+        return {"label": label, "results": current_job().results()}
+
+    return collect
+
+
 app = App("recovery", os.environ.get(URL_ENV), prefix=os.environ.get(PREFIX_ENV) or "bull")
 sleepy, boom = register(app)
+collect = register_flow(app)
