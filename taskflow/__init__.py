@@ -19,6 +19,7 @@ from taskflow.flows import Group, GroupResult, chain, chord, group
 from taskflow.job import Job, JobContext, JobInfo, JobTree, current_job
 from taskflow.options import Backoff, JobOptions, Keep
 from taskflow.queue import Queue
+from taskflow.schedule import ScheduleOptions, SchedulerInfo, Schedulers
 from taskflow.task import BoundTask, Signature, Task
 from taskflow.worker import Worker
 
@@ -47,6 +48,9 @@ __all__ = [
     "QueueEvent",
     "QueueEvents",
     "ResultTimeoutError",
+    "ScheduleOptions",
+    "SchedulerInfo",
+    "Schedulers",
     "Signature",
     "Task",
     "TaskflowError",

@@ -19,6 +19,7 @@ from taskflow.queue import Queue
 from taskflow.task import Signature, Task
 
 if TYPE_CHECKING:
+    from taskflow.schedule import Schedulers
     from taskflow.worker import Worker
 
 P = ParamSpec("P")
@@ -76,8 +77,13 @@ class App:
 
         Used bare (``@app.task``) or with options (``@app.task(queue="emails",
         attempts=3, backoff=("exponential", 1.0))``); the options are the defaults of
-        every job of the task. The name defaults to ``module.qualname``.
+        every job of the task. The name defaults to ``module.qualname``. ``pool`` says
+        where the function runs (``async``, ``threads`` or ``processes``), whatever the
+        worker's pool.
         """
+        pool = options.pop("pool", None)
+        if pool is not None and pool not in ("async", "threads", "processes"):
+            raise ConfigurationError(f"pool must be async, threads or processes: {pool!r}")
         job_options = JobOptions().merge(**options)
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -88,7 +94,8 @@ class App:
                     f"queue names may not be empty or contain ':': {task_queue!r}")
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ConfigurationError(f"a different task is already named {task_name!r}")
-            registered: Task[Any, Any] = Task(self, func, task_name, task_queue, job_options)
+            registered: Task[Any, Any] = Task(self, func, task_name, task_queue, job_options,
+                                              pool)
             self.tasks[task_name] = registered
             return registered
 
@@ -173,3 +180,10 @@ class App:
         from taskflow.worker import Worker
 
         return Worker(self, queues, **options)
+
+    def schedulers(self, queues: Sequence[str] | None = None) -> Schedulers:
+        """The job schedulers of the app's queues (or of ``queues``): list, read, remove.
+        Create them with :meth:`Task.schedule <taskflow.Task.schedule>`."""
+        from taskflow.schedule import Schedulers
+
+        return Schedulers(self, list(queues) if queues else self.queues)

@@ -33,6 +33,7 @@ from taskflow.job import JobInfo
 from taskflow.keys import DEFAULT_PREFIX
 from taskflow.metrics import aprometheus_text
 from taskflow.queue import STATES, Queue
+from taskflow.schedule import SchedulerInfo, Schedulers
 
 logger = logging.getLogger(__name__)
 
@@ -423,6 +424,82 @@ def obliterate(ctx: Context, queue_name: str, force: bool, yes: bool) -> None:
         click.confirm(f"Remove queue {queue_name!r} and all its jobs?", abort=True)
     run(queue.aobliterate(force))
     click.echo(f"{queue_name}: obliterated")
+
+
+# -- job schedulers ---------------------------------------------------------------------
+
+
+@main.group()
+def schedules() -> None:
+    """Job schedulers (made by task.schedule(...)): list, show, remove."""
+
+
+def _schedulers(ctx: Context, queue_names: list[str]) -> Schedulers:
+    return ctx.app.schedulers(queue_names or run(discover_queues(ctx.app)))
+
+
+def _when(info: SchedulerInfo) -> str:
+    if info.cron is not None:
+        return f"cron {info.cron} {info.tz}"
+    return f"every {info.every_s:g}s"
+
+
+@schedules.command("list")
+@click.argument("queue_names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def schedules_list(ctx: Context, queue_names: tuple[str, ...], as_json: bool) -> None:
+    """List the schedulers of QUEUE_NAMES (default: all) with their next run, soonest first."""
+    found = run(_schedulers(ctx, list(queue_names)).alist())
+    if as_json:
+        echo_json([info.__dict__ for info in found])
+        return
+    if not found:
+        click.echo("no schedulers")
+        return
+    click.echo(f"{'next run':<26} {'id':<32} {'queue':<12} {'runs':>9}  schedule")
+    for info in found:
+        next_run = info.next_run.isoformat(timespec="seconds") if info.next_run else "-"
+        runs = f"{info.iterations}/{info.limit}" if info.limit else str(info.iterations)
+        click.echo(f"{next_run:<26} {info.id:<32} {info.queue:<12} {runs:>9}  {_when(info)}")
+
+
+@schedules.command("show")
+@click.argument("scheduler_id")
+@click.option("-q", "--queue", "queue_name", default=None, help="Its queue (default: search).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def schedules_show(ctx: Context, scheduler_id: str, queue_name: str | None,
+                   as_json: bool) -> None:
+    """Show one scheduler: task, schedule, arguments, job options, runs, next run."""
+    info = run(_schedulers(ctx, [queue_name] if queue_name else []).aget(scheduler_id))
+    if info is None:
+        raise NotFound(f"no scheduler {scheduler_id!r}")
+    if as_json:
+        echo_json(info.__dict__)
+        return
+    click.echo(f"scheduler {info.id} in {info.queue}")
+    click.echo(f"  task:      {info.task}")
+    click.echo(f"  schedule:  {_when(info)}")
+    for label, moment in (("start", info.start), ("end", info.end)):
+        if moment is not None:
+            click.echo(f"  {label + ':':<10} {moment.isoformat()}")
+    click.echo(f"  runs:      {info.iterations}" + (f" of {info.limit}" if info.limit else ""))
+    next_run = info.next_run.isoformat() if info.next_run else "none (finished)"
+    click.echo(f"  next run:  {next_run}")
+    click.echo(f"  arguments: {orjson.dumps(info.data).decode()}")
+    click.echo(f"  options:   {orjson.dumps(info.opts).decode()}")
+
+
+@schedules.command("remove")
+@click.argument("scheduler_id")
+@click.option("-q", "--queue", "queue_name", default=None, help="Its queue (default: all).")
+@pass_ctx
+def schedules_remove(ctx: Context, scheduler_id: str, queue_name: str | None) -> None:
+    """Remove a scheduler and the delayed job of its next run."""
+    if not run(_schedulers(ctx, [queue_name] if queue_name else []).aremove(scheduler_id)):
+        raise NotFound(f"no scheduler {scheduler_id!r}")
+    click.echo(f"scheduler {scheduler_id}: removed")
 
 
 # -- the embedded server ----------------------------------------------------------------

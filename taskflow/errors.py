@@ -11,6 +11,8 @@ The tree::
     ├── JobNotFoundError        a job id with no job behind it
     ├── QueueBusyError          a queue operation refused while jobs run (unless forced)
     ├── JobFailedError          ``job.result()`` of a job that ended failed
+    ├── JobTimeoutError         an attempt ran past its timeout (also a TimeoutError)
+    ├── JobCancelledError       a running job was cancelled
     └── ResultTimeoutError      ``job.result(timeout=...)`` ran out of time (also a TimeoutError)
 
 Signals that are *not* failures and are raised inside a task body to steer the
@@ -62,6 +64,14 @@ class JobFailedError(TaskflowError):
         self.job_id = job_id
         self.reason = reason
         self.traceback = traceback
+
+
+class JobTimeoutError(TaskflowError, TimeoutError):
+    """An attempt ran past the job's timeout; it fails and may be retried."""
+
+
+class JobCancelledError(TaskflowError):
+    """The job was cancelled while running; it fails without a retry."""
 
 
 class ResultTimeoutError(TaskflowError, TimeoutError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -134,6 +135,14 @@ class Job(Generic[R]):
         """Like :meth:`atree`, from sync code."""
         return _portal.run(self.atree(depth, max_children))
 
+    async def acancel(self) -> str:
+        """Cancel this job; see :meth:`taskflow.Queue.acancel`."""
+        return await self.app.queue(self.queue).acancel(self.id)
+
+    def cancel(self) -> str:
+        """Like :meth:`acancel`, from sync code."""
+        return _portal.run(self.acancel())
+
     async def alogs(self) -> list[str]:
         """The lines the task logged for this job."""
         return await self.app.broker().get_logs(self.queue, self.id)
@@ -231,6 +240,18 @@ class JobContext:
         self.attempts_made = attempts_made
         self._runtime = runtime
         self._children: tuple[list[str], dict[str, Any], dict[str, str]] | None = None
+        self.cancelled_event = threading.Event()
+
+    @property
+    def key(self) -> str:
+        """Names the job among all queues: ``<queue>/<id>``."""
+        return f"{self.queue}/{self.id}"
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled: a long task in a thread should check it and
+        return early (a coroutine or a child process is stopped for it)."""
+        return self.cancelled_event.is_set()
 
     def progress(self, value: Any) -> None:
         """Report progress (any JSON value, often a percentage); listeners get an event."""

@@ -169,12 +169,17 @@ class JobOptions:
     keep_failed: Keep = field(default=DEFAULT_KEEP_FAILED)
     keep_logs: int | None = None
     on_failure: ParentPolicy = "fail"
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.on_failure not in POLICY_FLAGS:
             raise ConfigurationError(
                 f"on_failure must be one of {sorted(POLICY_FLAGS)}: {self.on_failure!r}")
         _check_seconds("delay", self.delay_s)
+        if self.timeout_s is not None:
+            _check_seconds("timeout", self.timeout_s)
+            if self.timeout_s == 0:
+                raise ConfigurationError("timeout must be more than 0 seconds (None: no limit)")
         _check_int("priority", self.priority, 0, MAX_PRIORITY)
         _check_int("attempts", self.attempts, 1, 1_000_000)
         if self.keep_logs is not None:
@@ -192,8 +197,9 @@ class JobOptions:
         for name in ("keep_completed", "keep_failed"):
             if name in changes:
                 changes[name] = Keep.parse(changes[name])
-        if "delay_s" in changes and isinstance(changes["delay_s"], timedelta):
-            changes["delay_s"] = changes["delay_s"].total_seconds()
+        for name in ("delay_s", "timeout_s"):
+            if isinstance(changes.get(name), timedelta):
+                changes[name] = changes[name].total_seconds()
         return replace(self, **changes)
 
     @property
@@ -217,6 +223,8 @@ class JobOptions:
         out["removeOnFail"] = self.keep_failed.to_bullmq()
         if self.keep_logs is not None:
             out["kl"] = self.keep_logs
+        if self.timeout_s is not None:
+            out["timeout"] = round(self.timeout_s * 1000)
         if self.on_failure != "fail":  # flows store the default ("fpof") on every child
             out[POLICY_FLAGS[self.on_failure]] = True
         return out
@@ -234,6 +242,7 @@ class JobOptions:
             keep_failed=Keep.from_bullmq(opts.get("removeOnFail")),
             keep_logs=opts.get("kl"),
             on_failure=_policy_from_bullmq(opts),
+            timeout_s=float(opts["timeout"]) / 1000.0 if opts.get("timeout") else None,
         )
 
 

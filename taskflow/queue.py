@@ -111,6 +111,19 @@ class Queue:
             raise QueueBusyError(f"job {job_id} is running and can't be removed")
         return found == 1
 
+    async def acancel(self, job_id: str) -> str:
+        """Cancel a job: a waiting or delayed one is removed (``"removed"``); a running one
+        is stopped by its worker and fails with reason "cancelled", without a retry
+        (``"signalled"``). ``"missing"`` when there is no such job."""
+        broker = self._broker()
+        found = await broker.remove_job(self.name, job_id, False)
+        if found == 1:
+            return "removed"
+        if found == 0:
+            return "missing"
+        await broker.request_cancel(self.name, job_id)
+        return "signalled"
+
     async def _remove_all(self, where: str, cutoff_ms: int | None, event: str,
                           limit: int | None) -> int:
         broker = self._broker()
@@ -226,6 +239,9 @@ class Queue:
 
     def obliterate(self, force: bool = False) -> None:
         _portal.run(self.aobliterate(force))
+
+    def cancel(self, job_id: str) -> str:
+        return _portal.run(self.acancel(job_id))
 
     def remove(self, job_id: str, children: bool = True) -> bool:
         return _portal.run(self.aremove(job_id, children))

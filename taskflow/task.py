@@ -12,8 +12,11 @@ from taskflow.backends.base import NewJob
 from taskflow.options import JobOptions
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from taskflow.app import App
     from taskflow.job import Job
+    from taskflow.schedule import ScheduleOptions, SchedulerInfo
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,13 +34,14 @@ class Task(Generic[P, R]):
 
     def __init__(
         self, app: App, fn: Callable[P, R] | Callable[P, Awaitable[R]], name: str, queue: str,
-        options: JobOptions,
+        options: JobOptions, pool: str | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
         self.name = name
         self.queue = queue
         self.default_options = options
+        self.pool: Any = pool  # where the function runs; None: as the worker says
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self.__doc__ = fn.__doc__
@@ -70,6 +74,25 @@ class Task(Generic[P, R]):
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Queue a job that runs this task with these arguments (from async code)."""
         return await self.s(*args, **kwargs).adelay()
+
+    def schedule(self, **options: Unpack[ScheduleOptions]) -> SchedulerInfo:
+        """Create or update a job scheduler that runs this task on a cron pattern or at an
+        interval: ``schedule(cron="0 6 * * MON", tz="Europe/Berlin", args=(42,))``,
+        ``schedule(every=timedelta(minutes=5))``. The same id (by default derived from
+        the task and its arguments) updates the same scheduler and never doubles it;
+        see :class:`~taskflow.schedule.ScheduleOptions` for the options and
+        :mod:`taskflow.schedule` for the rules. Bad options raise ConfigurationError
+        and write nothing."""
+        from taskflow.schedule import Plan, aupsert
+
+        plan = Plan.make(self, options)
+        return _portal.run(aupsert(self.app, plan))
+
+    async def aschedule(self, **options: Unpack[ScheduleOptions]) -> SchedulerInfo:
+        """Like :meth:`schedule`, from async code."""
+        from taskflow.schedule import Plan, aupsert
+
+        return await aupsert(self.app, Plan.make(self, options))
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The job's data: a JSON object of parameter name to value."""

@@ -3,15 +3,15 @@
 One driver per queue makes one script call per round: it records the outcomes of
 the jobs that finished since the last round and takes as many ready jobs as there
 are free slots. When nothing is ready, it blocks on the queue's marker; no polling.
-Locks of running jobs are renewed from the event loop in one call per queue and
-interval, whatever the jobs are doing; the stalled check returns the jobs of dead
-workers to their queue.
+Locks of running jobs are renewed in one call per queue and interval, from a thread
+with its own connection, whatever the jobs are doing; the stalled check returns the
+jobs of dead workers to their queue. Where each function runs (loop, threads, child
+processes) is :mod:`taskflow.executors`' business.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import logging
 import os
@@ -22,21 +22,24 @@ import traceback
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from taskflow import _json
 from taskflow.backends.base import Outcome
+from taskflow.backends.redis import LockRenewer
 from taskflow.errors import (
     ConfigurationError,
     EncodeError,
+    JobCancelledError,
     TaskflowError,
     UnknownTaskError,
     UnrecoverableError,
 )
-from taskflow.job import JobContext, _current
+from taskflow.executors import PLACES, Encoded, Executors
+from taskflow.job import JobContext
 from taskflow.options import POLICY_FLAGS, Backoff, JobOptions
+from taskflow.pool import ChildFailure
 
 if TYPE_CHECKING:
     from taskflow.app import App
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Pool = Literal["threads", "async"]
+Pool = Literal["threads", "async", "processes"]
 EVENTS = ("active", "completed", "failed", "stalled", "error")
 STACKTRACE_LIMIT = 10
 IDLE_BLOCK_S = 10.0
@@ -91,9 +94,12 @@ class Worker:
     """Runs the tasks of an app from one or more queues.
 
     concurrency: jobs run at once by this worker (all queues together).
-    pool: ``threads`` runs plain functions on a thread pool and coroutines on the
-        loop; ``async`` runs plain functions on the loop too (only for functions
-        that never block).
+    pool: where plain functions run: ``threads`` (a thread pool; coroutines run on
+        the loop), ``async`` (on the loop too: only for functions that never block) or
+        ``processes`` (child processes, coroutines included; see taskflow.executors).
+        A task's own ``pool`` option wins.
+    max_jobs_per_child / max_memory_mb: recycle a child process after that many jobs,
+        or once it uses more memory than that.
     lock_ms: how long a job's lock lives without renewal; renewed every half of it.
     stalled_interval_ms / max_stalled: how often the stalled check runs, and how many
         times a job may stall before it fails.
@@ -105,12 +111,13 @@ class Worker:
         self, app: App, queues: Sequence[str] | None = None, *, concurrency: int = 10,
         pool: Pool = "threads", lock_ms: int = 30_000, stalled_interval_ms: int = 30_000,
         max_stalled: int = 1, grace_s: float = 30.0, name: str | None = None,
-        metrics_points: int = 1440,
+        metrics_points: int = 1440, max_jobs_per_child: int | None = None,
+        max_memory_mb: float | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1: {concurrency!r}")
-        if pool not in ("threads", "async"):
-            raise ConfigurationError(f"pool must be 'threads' or 'async': {pool!r}")
+        if pool not in PLACES:
+            raise ConfigurationError(f"pool must be one of {PLACES}: {pool!r}")
         if lock_ms < 10 or stalled_interval_ms < 10 or max_stalled < 0 or grace_s < 0:
             raise ConfigurationError("lock_ms, stalled_interval_ms, max_stalled, grace_s too small")
         self.app = app
@@ -122,6 +129,7 @@ class Worker:
         self.max_stalled = max_stalled
         self.grace_s = grace_s
         self.metrics_points = max(0, metrics_points)
+        self.child_limits = (max_jobs_per_child, max_memory_mb)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.token = uuid.uuid4().hex
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
@@ -135,7 +143,7 @@ class Worker:
         self._stopping = False
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._threads: ThreadPoolExecutor | None = None
+        self._executors: Executors | None = None
         self._broker: RedisBroker | None = None
 
     # -- public -----------------------------------------------------------------------
@@ -161,21 +169,26 @@ class Worker:
         """Run until :meth:`stop`; then finish running jobs within the grace period."""
         self._loop = asyncio.get_running_loop()
         self._broker = self.app.broker()
-        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="taskflow-job")
+        self._executors = Executors(self.pool, self.concurrency, self._report_from_child,
+                                    *self.child_limits)
         self._stopped = asyncio.Event()
+        renewer = LockRenewer(self.app.url, self.app.prefix, self.token, self.lock_ms,
+                              self._running_ids, self._lock_lost)
         logger.info("worker %s started: queues %s, concurrency %d, pool %s",
                     self.name, ",".join(self.queues), self.concurrency, self.pool)
-        housekeeping = [asyncio.create_task(self._renew_locks()),
-                        asyncio.create_task(self._check_stalled())]
+        renewer.start()
+        housekeeping = [asyncio.create_task(self._check_stalled()),
+                        asyncio.create_task(self._listen_for_cancels())]
         try:
             await asyncio.gather(*(self._drive(q) for q in self.queues))
         finally:
             for task in housekeeping:
                 task.cancel()
+            renewer.stop()
             self.abandoned = len(self._running)
             for task in list(self._job_tasks):
                 task.cancel()  # coroutines past the grace period; their jobs stall back
-            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._executors.close()
             await self.app.aclose()
             self._stopped.set()
             logger.info("worker %s stopped", self.name)
@@ -301,12 +314,20 @@ class Worker:
         running = _Running(queue, context, fields)
         self._running[(queue, job_id)] = running
         self._emit("active", context)
+        if fields.get("rjk"):  # made by a job scheduler: give it its next run first
+            self._spawn(self._follow_scheduler(running))
+            return
         self._spawn(self._execute(running))
 
     async def _execute(self, running: _Running) -> None:
         try:
             result = await self._call(running)
-            value = _json.dumps(result, f"result of {running.context.name}")
+            if running.context.cancelled:
+                raise JobCancelledError("cancelled")
+            if isinstance(result, Encoded):
+                value, result = result.text, _json.loads(result.text)
+            else:
+                value = _json.dumps(result, f"result of {running.context.name}")
             outcome = self._completed(running, value)
         except Exception as exc:
             outcome, result = self._failed(running, exc), exc
@@ -327,17 +348,9 @@ class Worker:
             args, kwargs = task.decode_args(data)
         except (TypeError, ValueError) as exc:
             raise UnrecoverableError(f"bad arguments for {task.name}: {exc}") from exc
-        token = _current.set(running.context)
-        try:
-            if task.is_async:
-                return await task.fn(*args, **kwargs)
-            if self.pool == "async":
-                return task.fn(*args, **kwargs)
-            call = functools.partial(task.fn, *args, **kwargs)
-            ctx = contextvars.copy_context()
-            return await self._require_loop().run_in_executor(self._threads, ctx.run, call)
-        finally:
-            _current.reset(token)
+        timeout_s = _json.loads(running.fields.get("opts") or "{}").get("timeout")
+        return await self._require_executors().run(
+            task, args, kwargs, running.context, timeout_s / 1000.0 if timeout_s else None)
 
     async def _feed_children(self, running: _Running, task: Task[Any, Any], data: Any) -> Any:
         """Load a flow parent's children outcomes; feed them to a chain step or chord."""
@@ -374,7 +387,10 @@ class Worker:
 
     def _stacktrace(self, running: _Running, exc: BaseException) -> str:
         earlier = _json.loads(running.fields.get("stacktrace")) or []
-        text = "".join(traceback.format_exception(exc))
+        if isinstance(exc, ChildFailure):
+            text = exc.traceback_text
+        else:
+            text = "".join(traceback.format_exception(exc))
         return _json.dumps([*earlier, text][-STACKTRACE_LIMIT:])
 
     def _settled(self, done: list[tuple[_Running, Outcome, Any]], statuses: list[int]) -> None:
@@ -392,6 +408,17 @@ class Worker:
             logger.info("%6.2fs x %s:%s %s: %s", elapsed, ctx.id, ctx.name,
                         "retrying" if outcome.kind == "retry" else "failed", outcome.value)
             self._emit("failed", ctx, result)
+
+    # -- jobs made by a job scheduler (taskflow.schedule) ------------------------------
+
+    async def _follow_scheduler(self, running: _Running) -> None:
+        # As BullMQ does on taking the job: the scheduler moves on before this run
+        # starts, and the job stays in _running meanwhile, so a stop waits for both.
+        from taskflow.schedule import follow
+
+        await follow(self._require_broker(), running.queue, running.fields["rjk"],
+                     running.context.id)
+        await self._execute(running)
 
     # -- reports from running tasks ---------------------------------------------------
 
@@ -426,25 +453,49 @@ class Worker:
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
 
+    def _report_from_child(self, queue: str, job_id: str, kind: str, payload: str) -> None:
+        running = self._running.get((queue, job_id))
+        if running is not None:
+            self._spawn(self._send_report(running.context, kind, payload))
+
+    def _running_ids(self) -> dict[str, list[str]]:
+        """{queue: ids} of running jobs; called from the lock renewer's thread."""
+        found: dict[str, list[str]] = defaultdict(list)
+        for queue, job_id in list(self._running):
+            found[queue].append(job_id)
+        return found
+
+    def _lock_lost(self, queue: str, job_id: str) -> None:
+        logger.warning("lock of job %s in %s was lost", job_id, queue)
+
+    def cancel_local(self, queue: str, job_id: str) -> bool:
+        """Cancel a job if this worker runs it; see :mod:`taskflow.executors`."""
+        running = self._running.get((queue, job_id))
+        if running is None:
+            return False
+        logger.info("cancelling job %s in %s", job_id, queue)
+        self._require_executors().cancel(running.context)
+        return True
+
+    async def _listen_for_cancels(self) -> None:
+        broker = self._require_broker()
+        while True:
+            try:
+                async for queue, job_id in broker.cancel_requests(self.queues):
+                    self.cancel_local(queue, job_id)
+            except TaskflowError as exc:
+                logger.warning("listening for cancels failed: %s; again in 1 s", exc)
+                await asyncio.sleep(1.0)
+
+    def _require_executors(self) -> Executors:
+        assert self._executors is not None, "the worker is not running"
+        return self._executors
+
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None, "the worker is not running"
         return self._loop
 
     # -- housekeeping -----------------------------------------------------------------
-
-    async def _renew_locks(self) -> None:
-        broker = self._require_broker()
-        while True:
-            await asyncio.sleep(self.lock_ms / 2000.0)
-            for queue in self.queues:
-                ids = [r.context.id for r in self._running_in(queue)]
-                try:
-                    lost = await broker.extend_locks(queue, self.token, self.lock_ms, ids)
-                except TaskflowError as exc:
-                    logger.warning("could not renew locks on %s: %s", queue, exc)
-                    continue
-                for job_id in lost:
-                    logger.warning("lock of job %s in %s was lost", job_id, queue)
 
     async def _check_stalled(self) -> None:
         broker = self._require_broker()
@@ -480,8 +531,10 @@ class Worker:
 
 def _is_final(exc: BaseException) -> bool:
     """Errors that no retry can mend: fail the job at once."""
+    if isinstance(exc, ChildFailure):
+        return exc.final
     return isinstance(exc, UnrecoverableError | UnknownTaskError | EncodeError
-                      | asyncio.CancelledError)
+                      | JobCancelledError | asyncio.CancelledError)
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import orjson
+import redis as syncredis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
@@ -267,6 +269,27 @@ class RedisBroker:
             for c in clients if c.get("name", "").startswith(prefix)
         ]
 
+    # -- cancelling running jobs --------------------------------------------------------
+
+    async def request_cancel(self, queue: str, job_id: str) -> int:
+        """Tell the workers of ``queue`` to cancel ``job_id``; how many listened."""
+        channel = self.keys(queue).key("cancel")
+        return int(await self.call("cancelling", lambda: self.client.publish(channel, job_id)))
+
+    async def cancel_requests(self, queues: list[str]) -> AsyncIterator[tuple[str, str]]:
+        """(queue, job id) for each cancel request, as they come (a blocking subscription,
+        no polling)."""
+        by_channel = {self.keys(q).key("cancel"): q for q in queues}
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with wrap_errors("listening for cancels"):
+                await pubsub.subscribe(*by_channel)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        yield by_channel[str(message["channel"])], str(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
     # -- reading ----------------------------------------------------------------------
 
     async def get_job(self, queue: str, job_id: str) -> dict[str, str] | None:
@@ -361,3 +384,116 @@ class RedisBroker:
         for client in [*self._blocking_clients.values(), self.client]:
             await client.aclose()
         self._blocking_clients.clear()
+
+    # -- job schedulers (taskflow.schedule; scripts/schedule_*.lua) ---------------------
+
+    # The fields of a scheduler's hash that schedule_upsert.lua compares and writes, in
+    # its ARGV order ("ic", the count of jobs made, is the script's own).
+    SCHEDULER_FIELDS = ("name", "pattern", "every", "tz", "startDate", "endDate", "limit",
+                        "offset", "data", "opts")
+
+    def _scheduler_keys(self, queue: str, scheduler_id: str) -> list[str]:
+        keys = self.keys(queue)
+        return [*keys.engine, keys.key("repeat"), keys.key(f"repeat:{scheduler_id}")]
+
+    async def read_scheduler(
+        self, queue: str, scheduler_id: str
+    ) -> tuple[int, dict[str, str], int | None]:
+        """(server time ms, the scheduler's hash or {}, its next run ms or None), in one
+        transaction."""
+        keys = self.keys(queue)
+        pipe: Pipeline = self.client.pipeline(transaction=True)
+        pipe.time()
+        pipe.hgetall(keys.key(f"repeat:{scheduler_id}"))
+        pipe.zscore(keys.key("repeat"), scheduler_id)
+        async with wrap_errors(f"reading scheduler {scheduler_id!r}"):
+            (seconds, micros), fields, score = await pipe.execute()
+        next_ms = None if score is None else round(float(score))
+        return int(seconds) * 1000 + int(micros) // 1000, cast(dict[str, str], fields), next_ms
+
+    async def upsert_scheduler(
+        self, queue: str, scheduler_id: str, read_next_ms: int | None,
+        read_fields: dict[str, str], fields: dict[str, str], slot_ms: int | None,
+    ) -> tuple[str, int | None]:
+        """Write a scheduler and place its next run, if it is still as read (see
+        schedule_upsert.lua); returns (status, next run ms or None)."""
+        args: list[Any] = [scheduler_id, "" if read_next_ms is None else read_next_ms]
+        args += [read_fields.get(name, "") for name in self.SCHEDULER_FIELDS]
+        args += [fields.get(name, "") for name in self.SCHEDULER_FIELDS]
+        args.append("" if slot_ms is None else slot_ms)
+        keys = self._scheduler_keys(queue, scheduler_id)
+        async with wrap_errors(f"writing scheduler {scheduler_id!r} on queue {queue!r}"):
+            status, next_ms = await self._scripts["schedule_upsert"](
+                keys=keys, args=[self.keys(queue).base, *args])
+        return str(status), int(next_ms) if next_ms else None
+
+    async def remove_scheduler(self, queue: str, scheduler_id: str) -> bool:
+        """Remove a scheduler and the delayed job of its next run; False when none."""
+        keys = self._scheduler_keys(queue, scheduler_id)
+        async with wrap_errors(f"removing scheduler {scheduler_id!r} on queue {queue!r}"):
+            removed = await self._scripts["schedule_remove"](
+                keys=keys, args=[self.keys(queue).base, scheduler_id])
+        return bool(removed)
+
+    async def list_schedulers(self, queue: str) -> list[tuple[str, int, dict[str, str]]]:
+        """(id, next run ms, hash) of each scheduler of ``queue`` with a next run, soonest
+        first."""
+        keys = self.keys(queue)
+        rows = await self.call("listing schedulers", lambda: self.client.zrange(
+            keys.key("repeat"), 0, -1, withscores=True))
+        pipe: Pipeline = self.client.pipeline(transaction=False)
+        for scheduler_id, _ in rows:
+            pipe.hgetall(keys.key(f"repeat:{scheduler_id}"))
+        async with wrap_errors("reading schedulers"):
+            hashes = await pipe.execute() if rows else []
+        return [(str(scheduler_id), round(float(score)), cast(dict[str, str], fields))
+                for (scheduler_id, score), fields in zip(rows, hashes, strict=True)]
+
+
+class LockRenewer:
+    """Renews a worker's locks from a thread of its own, on a connection of its own.
+
+    The event loop may be busy (a coroutine that never awaits, a sync function on the
+    loop): renewal doesn't wait for it. ``running`` returns {queue: [job ids]} and is
+    called from the renewer's thread; ``on_lost(queue, job_id)`` likewise.
+    """
+
+    def __init__(self, url: str, prefix: str, token: str, lock_ms: int,
+                 running: Callable[[], dict[str, list[str]]],
+                 on_lost: Callable[[str, str], None]) -> None:
+        self.prefix = prefix
+        self.token = token
+        self.lock_ms = lock_ms
+        self.running = running
+        self.on_lost = on_lost
+        self._client = syncredis.Redis.from_url(url, decode_responses=True)
+        self._script = self._client.register_script(scripts.source("extend_locks"))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="taskflow-locks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._client.close()
+
+    def renew_now(self) -> None:
+        """One round of renewals (what the thread does every half lock duration)."""
+        for queue, job_ids in self.running().items():
+            if not job_ids:
+                continue
+            keys = QueueKeys(queue, self.prefix)
+            try:
+                lost = self._script(keys=keys.engine,
+                                    args=[keys.base, self.token, self.lock_ms, *job_ids])
+            except (RedisError, OSError) as exc:
+                logger.warning("could not renew locks on %s: %s", queue, exc)
+                continue
+            for job_id in lost:
+                self.on_lost(queue, str(job_id))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.lock_ms / 2000.0):
+            self.renew_now()

@@ -9,6 +9,7 @@ NAMES = (
     "add", "finish_fetch", "extend_locks", "stalled", "progress", "log", "pause",
     "remove_jobs", "remove_job", "retry_jobs", "reschedule", "obliterate_meta", "add_flow",
     "flow_stage", "flow_commit", "flow_discard",
+    "schedule_upsert", "schedule_remove",
 )
 
 

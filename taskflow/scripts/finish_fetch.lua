@@ -236,11 +236,13 @@ local function rateLimitRoom(count, max)
   return math.min(count, max - used)
 end
 
+-- Count jobs taken into the window (the first one taken opens it).
 local function countTaken(taken, max, duration)
-  if rcall("INCRBY", limiterKey, taken) == taken then
+  local used = rcall("INCRBY", limiterKey, taken)
+  if used == taken then
     rcall("PEXPIRE", limiterKey, math.floor(math.abs(duration)))
   end
-  if taken >= max or tonumber(rcall("GET", limiterKey)) >= max then
+  if used >= max then
     limitedUntil = now + math.max(rcall("PTTL", limiterKey), 0)
   end
 end

@@ -1,0 +1,88 @@
+"""The loop of a child process of the process pool: run one job at a time, report back.
+
+Messages to the child: ``("run", job_id, queue, name, attempts_made, module, task_name,
+args, kwargs)`` or ``None`` (exit). Messages from the child: reports of progress and log
+lines, and ``("done", job_id, ok, value)`` where value
+is the result as JSON text, or ``(reason, traceback, final)`` for a failure.
+Reports are ``("report", queue, job_id, kind, payload)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from taskflow import _json
+from taskflow.errors import EncodeError, UnrecoverableError
+
+
+class _Reporter:
+    """Sends a child's progress and log lines to the worker (from any thread)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def report(self, context: Any, kind: str, payload: str) -> None:
+        self.send(("report", context.queue, context.id, kind, payload))
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.conn.send(message)
+
+
+def find_task_function(module_name: str, task_name: str) -> Any:
+    """The function of the task named ``task_name``, found in the module that defines it."""
+    from taskflow.app import App
+    from taskflow.task import Task
+
+    module = importlib.import_module(module_name)
+    for value in vars(module).values():
+        if isinstance(value, Task) and value.name == task_name:
+            return value.fn
+        if isinstance(value, App) and task_name in value.tasks:
+            return value.tasks[task_name].fn
+    raise LookupError(f"no task named {task_name!r} in module {module_name!r}")
+
+
+def _run_one(reporter: _Reporter, message: tuple[Any, ...]) -> tuple[Any, ...]:
+    from taskflow.job import JobContext, _current
+
+    _, job_id, queue, name, attempts, module, task_name, args, kwargs = message
+    context = JobContext(job_id, queue, name, attempts, reporter)
+    token = _current.set(context)
+    try:
+        fn = find_task_function(module, task_name)
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
+        return ("done", job_id, True, _json.dumps(result, f"result of {name}"))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the worker
+        final = isinstance(exc, UnrecoverableError | EncodeError | LookupError)
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        text = "".join(traceback.format_exception(exc))
+        return ("done", job_id, False, (reason, text, final))
+    finally:
+        _current.reset(token)
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def child_main(conn: Connection) -> None:
+    """Entry point of a pool child: serve jobs until told to stop or the pipe closes."""
+    reporter = _Reporter(conn)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        reporter.send(_run_one(reporter, message))
