@@ -1,12 +1,15 @@
 """taskflow: a Python job queue with BullMQ's Redis engine under a Celery-style API."""
 
 from taskflow.app import App
+from taskflow.control import MoveToDelayed, WaitForChildren
 from taskflow.errors import (
     BrokerError,
     ConfigurationError,
     EncodeError,
+    JobCancelledError,
     JobFailedError,
     JobNotFoundError,
+    JobTimeoutError,
     LockLostError,
     QueueBusyError,
     ResultTimeoutError,
@@ -35,14 +38,17 @@ __all__ = [
     "Group",
     "GroupResult",
     "Job",
+    "JobCancelledError",
     "JobContext",
     "JobFailedError",
     "JobInfo",
     "JobNotFoundError",
     "JobOptions",
+    "JobTimeoutError",
     "JobTree",
     "Keep",
     "LockLostError",
+    "MoveToDelayed",
     "Queue",
     "QueueBusyError",
     "QueueEvent",
@@ -56,6 +62,7 @@ __all__ = [
     "TaskflowError",
     "UnknownTaskError",
     "UnrecoverableError",
+    "WaitForChildren",
     "Worker",
     "__version__",
     "chain",

@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from taskflow import _json
+from taskflow.control import ControlSignal
 from taskflow.errors import EncodeError, UnrecoverableError
 
 
@@ -30,6 +31,15 @@ class _Reporter:
 
     def report(self, context: Any, kind: str, payload: str) -> None:
         self.send(("report", context.queue, context.id, kind, payload))
+
+    def update_data(self, context: Any, changes: dict[str, Any]) -> None:
+        self.send(("report", context.queue, context.id, "data", _json.dumps(changes, "data")))
+
+    def add_children(self, context: Any, signatures: list[Any]) -> list[Any]:
+        raise RuntimeError("add_children() is not available in child processes: run the "
+                           "parent step in the thread or async pool")
+
+    aadd_children = add_children
 
     def send(self, message: tuple[Any, ...]) -> None:
         with self.lock:
@@ -62,7 +72,9 @@ def _run_one(reporter: _Reporter, message: tuple[Any, ...]) -> tuple[Any, ...]:
         if inspect.isawaitable(result):
             result = asyncio.run(_await(result))
         return ("done", job_id, True, _json.dumps(result, f"result of {name}"))
-    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the worker
+    except ControlSignal as signal_:
+        return ("done", job_id, "signal", signal_)
+    except BaseException as exc:
         final = isinstance(exc, UnrecoverableError | EncodeError | LookupError)
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         text = "".join(traceback.format_exception(exc))

@@ -261,6 +261,20 @@ class JobContext:
         """Append a line to the job's log."""
         self._runtime.report(self, "log", str(line))
 
+    def update_data(self, **changes: Any) -> None:
+        """Store new values of the job's arguments, for its next run (step jobs)."""
+        self._runtime.update_data(self, changes)
+
+    def add_children(self, signatures: list[Any]) -> list[Job[Any]]:
+        """Add jobs (or trees) as children of this running job; raise
+        :class:`taskflow.control.WaitForChildren` to run again when they are done.
+        From a thread; in a coroutine, use :meth:`aadd_children`."""
+        return self._runtime.add_children(self, signatures)  # type: ignore[no-any-return]
+
+    async def aadd_children(self, signatures: list[Any]) -> list[Job[Any]]:
+        """Like :meth:`add_children`, in a coroutine."""
+        return await self._runtime.aadd_children(self, signatures)  # type: ignore[no-any-return]
+
     def set_children(self, order: list[str], processed: dict[str, Any],
                      failed: dict[str, str]) -> None:
         self._children = (order, processed, failed)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from taskflow.errors import ConfigurationError
 
-MAX_PRIORITY = 2**21
+MAX_PRIORITY = 2**21 - 1  # BullMQ's limit: beyond it the score loses FIFO order
 
 BackoffKind = Literal["fixed", "exponential"]
 ParentPolicy = Literal["fail", "continue", "ignore", "remove"]

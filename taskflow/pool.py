@@ -31,7 +31,7 @@ class ChildDiedError(TaskflowError):
     """The child process running the job died; the attempt failed (and may be retried)."""
 
 
-class ChildFailure(Exception):  # noqa: N818 - carries a failure across the pipe
+class ChildFailure(Exception):
     """A job raised in a child: its reason, traceback, and whether no retry can help."""
 
     def __init__(self, reason: str, traceback_text: str, final: bool) -> None:
@@ -92,7 +92,9 @@ class _Child:
         future, self.future = self.future, None
         if future is None or future.done():
             return
-        if ok:
+        if ok == "signal":
+            future.set_exception(value)  # a control signal, raised again in the worker
+        elif ok:
             future.set_result(value)
         else:
             future.set_exception(ChildFailure(*value))

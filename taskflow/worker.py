@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from taskflow import _json
 from taskflow.backends.base import Outcome
 from taskflow.backends.redis import LockRenewer
+from taskflow.control import ControlSignal, MoveToDelayed
 from taskflow.errors import (
     ConfigurationError,
     EncodeError,
@@ -329,6 +330,8 @@ class Worker:
             else:
                 value = _json.dumps(result, f"result of {running.context.name}")
             outcome = self._completed(running, value)
+        except ControlSignal as signal_:
+            outcome, result = self._steered(running, signal_), None
         except Exception as exc:
             outcome, result = self._failed(running, exc), exc
         except asyncio.CancelledError as exc:
@@ -340,6 +343,9 @@ class Worker:
             event.set()
 
     async def _call(self, running: _Running) -> Any:
+        deferred = running.fields.get("defa")
+        if deferred:  # BullMQ's stalled check decided this job fails when next taken
+            raise _DeferredFailure(deferred)
         task = self.app.get_task(running.context.name)
         data = _json.loads(running.fields.get("data"))
         if "tfc" in running.fields:
@@ -385,6 +391,14 @@ class Worker:
         delay = policy.backoff.wait_ms(made) if policy.backoff else 0
         return Outcome(running.context.id, "retry", reason, made, stacktrace, delay)
 
+    def _steered(self, running: _Running, signal_: ControlSignal) -> Outcome:
+        """A step job moving itself: no attempt counted (see taskflow.control)."""
+        made = running.context.attempts_made
+        if isinstance(signal_, MoveToDelayed):
+            return Outcome(running.context.id, "delay", "", made,
+                           retry_delay_ms=round(signal_.delay_s * 1000))
+        return Outcome(running.context.id, "children", "", made)
+
     def _stacktrace(self, running: _Running, exc: BaseException) -> str:
         earlier = _json.loads(running.fields.get("stacktrace")) or []
         if isinstance(exc, ChildFailure):
@@ -400,6 +414,10 @@ class Worker:
             if status != 1:
                 logger.warning("%6.2fs ! %s:%s outcome dropped: the lock was lost",
                                elapsed, ctx.id, ctx.name)
+                continue
+            if outcome.kind in ("delay", "children"):
+                logger.info("%6.2fs > %s:%s moved to %s", elapsed, ctx.id, ctx.name,
+                            "delayed" if outcome.kind == "delay" else "waiting-children")
                 continue
             if outcome.kind == "completed":
                 logger.info("%6.2fs <- %s:%s completed", elapsed, ctx.id, ctx.name)
@@ -453,9 +471,45 @@ class Worker:
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
 
+    def update_data(self, context: JobContext, changes: dict[str, Any]) -> None:
+        """Merge ``changes`` into a running job's data (from the loop or a thread)."""
+        running = self._running.get((context.queue, context.id))
+        if running is None:
+            raise LookupError(f"job {context.id} is not running here")
+        data = {**(_json.loads(running.fields.get("data")) or {}), **changes}
+        text = _json.dumps(data, f"data of {context.name}")
+        running.fields["data"] = text
+        self._call_on_loop(self._require_broker().set_data(context.queue, context.id, text))
+
+    def add_children(self, context: JobContext, signatures: list[Any]) -> list[Any]:
+        return self._call_on_loop(self.aadd_children(context, signatures))  # type: ignore
+
+    async def aadd_children(self, context: JobContext, signatures: list[Any]) -> list[Any]:
+        from taskflow.flows import aadd_flow
+
+        parent_key = self._require_broker().keys(context.queue).job(context.id)
+        return [await aadd_flow(sig, parent_key) for sig in signatures]
+
+    def _call_on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the worker's loop and wait for it, from a job's thread; on the
+        loop itself, schedule it (its result isn't awaited)."""
+        loop = self._require_loop()
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._spawn(coro)
+            return None
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
     def _report_from_child(self, queue: str, job_id: str, kind: str, payload: str) -> None:
         running = self._running.get((queue, job_id))
-        if running is not None:
+        if running is None:
+            return
+        if kind == "data":
+            self.update_data(running.context, _json.loads(payload))
+        else:
             self._spawn(self._send_report(running.context, kind, payload))
 
     def _running_ids(self) -> dict[str, list[str]]:
@@ -537,6 +591,12 @@ def _is_final(exc: BaseException) -> bool:
                       | JobCancelledError | asyncio.CancelledError)
 
 
+class _DeferredFailure(UnrecoverableError):
+    """A failure another worker decided (``defa``), applied as it stands."""
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc)
+    if isinstance(exc, _DeferredFailure):
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -72,7 +72,7 @@ def test_unencodable_arguments_raise_encode_error_and_write_nothing(
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("delay_s", -1), ("delay_s", math.inf), ("priority", -1), ("priority", 2**22),
+        ("delay_s", -1), ("delay_s", math.inf), ("priority", -1), ("priority", 2**21),
         ("priority", 1.5), ("attempts", 0), ("job_id", "12"), ("job_id", "a:b"),
         ("job_id", ""), ("backoff", "soon"), ("backoff", ("linear", 1.0)),
         ("backoff", ("fixed", 1.0, 2.0)), ("keep_completed", -3), ("keep_completed", "x"),
@@ -171,8 +171,9 @@ def test_backoff_waits() -> None:
 
 def test_public_names_are_all_exported() -> None:
     public = {n for n in dir(taskflow) if not n.startswith("_")}
-    modules = {"app", "backends", "cli", "errors", "events", "flows", "job", "keys", "metrics",
-               "options", "queue", "scripts", "task", "worker"}
+    modules = {"app", "backends", "cli", "control", "errors", "events", "executors", "flows",
+               "job", "keys", "metrics", "options", "pool", "queue", "schedule", "scripts",
+               "task", "worker"}
     assert public - modules - {"annotations"} <= set(taskflow.__all__)
     for name in taskflow.__all__:
         assert hasattr(taskflow, name)

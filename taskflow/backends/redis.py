@@ -121,14 +121,18 @@ class RedisBroker:
         jobs = [(str(job_id), _pairs(fields)) for job_id, fields in rows]
         return Taken([int(s) for s in statuses], jobs, int(next_delayed))
 
-    async def add_flow(self, nodes: list[tuple[str, NewJob, int]]) -> list[str]:
+    async def add_flow(self, nodes: list[tuple[str, NewJob, int]], parent_key: str = ""
+                       ) -> list[str]:
         """Add a tree of jobs in one call: (queue, job, parent index) per node, parents
-        first. Raises ConfigurationError, writing nothing, when a custom id exists."""
-        args: list[Any] = [len(nodes)]
+        first, the root under ``parent_key`` when given. Raises ConfigurationError,
+        writing nothing, when a custom id exists (or the parent doesn't)."""
+        args: list[Any] = [len(nodes), parent_key]
         for queue, job, parent_index in nodes:
             args += [self.keys(queue).base, job.job_id, job.name, job.data, job.opts,
                      job.delay_ms, job.priority, "1" if job.lifo else "0", parent_index]
         ok, found = await self._run("add_flow", nodes[0][0], args)
+        if not ok and not found:
+            raise ConfigurationError(f"no parent job {parent_key!r}; nothing was added")
         if not ok:
             queue, job, _ = nodes[int(found) - 1]
             raise ConfigurationError(
@@ -214,6 +218,11 @@ class RedisBroker:
 
     async def add_log(self, queue: str, job_id: str, line: str, keep: int) -> int:
         return int(await self._run("log", queue, [job_id, line, keep]))
+
+    async def set_data(self, queue: str, job_id: str, data_json: str) -> None:
+        """Replace a job's data (a step job saving where it is)."""
+        key = self.keys(queue).job(job_id)
+        await self.call("updating job data", lambda: self.client.hset(key, "data", data_json))
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._run("pause", queue, ["paused" if paused else "resumed"])

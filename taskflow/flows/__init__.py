@@ -82,25 +82,30 @@ def _check_node(sig: object, seen: set[int], known: set[str], depth: int) -> Non
         raise ConfigurationError(f"flow deeper than {MAX_DEPTH} levels")
 
 
-def _new_job(node: FlowNode) -> NewJob:
+def _new_job(node: FlowNode, has_parent: bool = False) -> NewJob:
     extra: dict[str, Any] = {}
-    if node.parent_index:
+    if node.parent_index or has_parent:
         extra[POLICY_FLAGS[node.signature.options.on_failure]] = True
     if node.signature.feed:
         extra["tff"] = node.signature.feed
     return node.signature.to_new_job(extra)
 
 
-async def aadd_flow(root: Signature[Any]) -> Job[Any]:
+async def aadd_flow(root: Signature[Any], parent_key: str = "") -> Job[Any]:
     """Add the tree under ``root`` at once; returns the root's job, whose ``children``
-    (and theirs, down the tree) are the jobs of the other nodes."""
+    (and theirs, down the tree) are the jobs of the other nodes. With ``parent_key`` the
+    root becomes a child of that existing job (a running step job adding children)."""
     nodes = flatten(root)
-    new_jobs = [_new_job(node) for node in nodes]  # encode every node before writing
+    new_jobs = [_new_job(node, bool(parent_key)) for node in nodes]  # encode all first
     app = root.task.app
     broker = app.broker()
     if len(nodes) <= ONE_CALL_NODES:
         ids = await broker.add_flow([(node.queue, job, node.parent_index)
-                                     for node, job in zip(nodes, new_jobs, strict=True)])
+                                     for node, job in zip(nodes, new_jobs, strict=True)],
+                                    parent_key)
+    elif parent_key:
+        raise ConfigurationError(
+            f"a child tree of a running job holds at most {ONE_CALL_NODES} nodes")
     else:
         ids = await _add_staged(broker, nodes, new_jobs)
     handles: list[Job[Any]] = [Job(app, node.queue, job_id, node.signature.task.name)

@@ -7,7 +7,9 @@
         built from their prefixes, which share the root's hash tag on a cluster.
   ARGV[1] job key prefix of the root's queue (unused; kept for the common layout)
   ARGV[2] number of nodes, n, parents before their children
-  then 9 values per node, from ARGV[3]:
+  ARGV[3] key of an existing job the root becomes a child of ("" = none): a running
+          step job adding children
+  then 9 values per node, from ARGV[4]:
     queue prefix ("bull:<queue>:"), id ("" = next from that queue's counter), name,
     data, opts (JSON), delay ms, priority, lifo ("1"/"0"), parent node index
     (1-based, 0 = none)
@@ -22,7 +24,11 @@ local now = nowMs()
 local WIDTH = 9
 
 local function field(i, k)
-  return ARGV[3 + (i - 1) * WIDTH + k]
+  return ARGV[4 + (i - 1) * WIDTH + k]
+end
+local outerParent = ARGV[3]
+if outerParent ~= "" and rcall("EXISTS", outerParent) == 0 then
+  return {0, 0}
 end
 
 -- First pass: refuse the whole tree if a custom id is taken.
@@ -48,6 +54,17 @@ for i = 1, n do
   end
 end
 
+-- Under an existing parent: the root is one more of its children, in order.
+local function adoptRoot()
+  local queueKey, parentId = string.match(outerParent, "^(.*):([^:]+)$")
+  rcall("HSET", keys[1], "parentKey", outerParent, "parent",
+        cjson.encode({id = parentId, queueKey = queueKey}))
+  rcall("SADD", outerParent .. ":dependencies", keys[1])
+  local order = cjson.decode(rcall("HGET", outerParent, "tfc") or "[]")
+  order[#order + 1] = keys[1]
+  rcall("HSET", outerParent, "tfc", cjson.encode(order))
+end
+
 for i = 1, n do
   local base, id, key = field(i, 0), ids[i], keys[i]
   local delay, priority = tonumber(field(i, 5)), tonumber(field(i, 6))
@@ -69,5 +86,8 @@ for i = 1, n do
   else
     readyIn(base, id, priority, field(i, 7) == "1", delay, now, nil)
   end
+end
+if outerParent ~= "" then
+  adoptRoot()
 end
 return {1, ids}

@@ -17,7 +17,9 @@
     failure policy toward the parent: fail, continue, ignore, remove or none
   outcome: "completed" (value = result JSON), "failed" (value = reason; final),
     "exhausted" (final failure after the last attempt), "retry" (back to delayed
-    after the delay, or to wait when it is 0).
+    after the delay, or to wait when it is 0), and for step jobs, which count no
+    attempt: "delay" (to delayed) and "children" (to waiting-children while it has
+    pending children, else back to wait).
 
   Returns {statuses, jobs, nextDelayedMs}:
     statuses: one per finished job: 1 done, -2 lock not owned, -3 not active
@@ -64,6 +66,15 @@ local function retry(jobId, jobKey, delayMs)
     pushReady(jobId, tonumber(rcall("HGET", jobKey, "priority")) or 0, false)
     rcall("XADD", KEYS[7], "*", "event", "waiting", "jobId", jobId, "prev", "failed")
     markReady(KEYS[9], KEYS[8])
+  end
+end
+
+local function waitForChildren(jobId, jobKey)
+  if rcall("SCARD", jobKey .. ":dependencies") > 0 then
+    rcall("ZADD", KEYS[13], now, jobId)
+    rcall("XADD", KEYS[7], "*", "event", "waiting-children", "jobId", jobId, "prev", "active")
+  else
+    retry(jobId, jobKey, 0)
   end
 end
 
@@ -121,6 +132,10 @@ local function finishOne(base)
   if outcome == "retry" then
     rcall("HSET", jobKey, "failedReason", ARGV[base + 2], "atm", ARGV[base + 4])
     retry(jobId, jobKey, tonumber(ARGV[base + 5]))
+  elseif outcome == "delay" then
+    retry(jobId, jobKey, tonumber(ARGV[base + 5]))
+  elseif outcome == "children" then
+    waitForChildren(jobId, jobKey)
   else
     settle(jobId, jobKey, outcome, base)
   end
