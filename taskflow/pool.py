@@ -9,6 +9,7 @@ Children are recycled after a number of jobs or above a memory size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -110,10 +111,8 @@ class _Child:
             os.kill(self.process.pid, signal.SIGKILL)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # a dead child's pipe is closed already
             self.conn.send(None)
-        except OSError:
-            pass
         self.process.join(2)
         self.kill()
         self.conn.close()

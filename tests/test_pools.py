@@ -104,7 +104,7 @@ async def test_timeouts_fail_attempts_in_each_pool(aapp: App, tasks: dict[str, A
     child = await tasks["sleep_child"].options(timeout_s=0.5).adelay(30)
     thread = await slow_thread.adelay()
     async with running_worker(aapp, concurrency=3):
-        with pytest.raises(JobFailedError, match="timed out after 0.2 s"):
+        with pytest.raises(JobFailedError, match=r"timed out after 0\.2 s"):
             await coro.aresult(timeout=30)
         with pytest.raises(JobFailedError, match="child killed"):
             await child.aresult(timeout=30)
