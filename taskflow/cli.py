@@ -165,7 +165,12 @@ def main(ctx: click.Context, app_target: str | None, url: str | None, prefix: st
 @click.option("-c", "--concurrency", default=10, show_default=True, help="Jobs run at once.")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: the app's).")
 @click.option("--pool", default="threads", show_default=True,
-              type=click.Choice(["threads", "async"]), help="Where plain functions run.")
+              type=click.Choice(["threads", "async", "processes"]),
+              help="Where plain functions run (a task's own pool option wins).")
+@click.option("--max-jobs-per-child", default=None, type=int,
+              help="Recycle a child process after this many jobs (processes pool).")
+@click.option("--max-memory-mb", default=None, type=float,
+              help="Recycle a child process above this resident size (processes pool).")
 @click.option("--grace", "grace_s", default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM/SIGINT.")
 @click.option("--lock-ms", default=30_000, show_default=True, help="Job lock duration.")
@@ -173,7 +178,8 @@ def main(ctx: click.Context, app_target: str | None, url: str | None, prefix: st
               help="How often the stalled check runs.")
 @click.option("--max-stalled", default=1, show_default=True,
               help="Stalls a job may have before it fails.")
-def worker(target: str, concurrency: int, queues: str | None, pool: str, grace_s: float,
+def worker(target: str, concurrency: int, queues: str | None, pool: str,
+           max_jobs_per_child: int | None, max_memory_mb: float | None, grace_s: float,
            lock_ms: int, stalled_interval_ms: int, max_stalled: int) -> None:
     """Run a worker for the app at TARGET (module:attribute)."""
     app = load_app(target)
@@ -181,7 +187,8 @@ def worker(target: str, concurrency: int, queues: str | None, pool: str, grace_s
     try:
         runner = app.worker(names, concurrency=concurrency, pool=pool, grace_s=grace_s,
                             lock_ms=lock_ms, stalled_interval_ms=stalled_interval_ms,
-                            max_stalled=max_stalled)
+                            max_stalled=max_stalled, max_jobs_per_child=max_jobs_per_child,
+                            max_memory_mb=max_memory_mb)
         runner.run_forever()
     except BrokerError as exc:
         raise Unreachable(str(exc)) from exc
