@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -139,7 +139,8 @@ class Keep:
             return True
         if self.age_s is None:
             return self.count
-        out: dict[str, Any] = {"age": self.age_s}
+        age = self.age_s
+        out: dict[str, Any] = {"age": int(age) if float(age).is_integer() else age}
         if self.count is not None:
             out["count"] = self.count
         return out
@@ -165,8 +166,9 @@ class JobOptions:
     job_id: str | None = None
     attempts: int = 1
     backoff: Backoff | None = None
-    keep_completed: Keep = field(default=DEFAULT_KEEP_COMPLETED)
-    keep_failed: Keep = field(default=DEFAULT_KEEP_FAILED)
+    # None: the worker's retention (by default DEFAULT_KEEP_COMPLETED / _FAILED)
+    keep_completed: Keep | None = None
+    keep_failed: Keep | None = None
     keep_logs: int | None = None
     on_failure: ParentPolicy = "fail"
     timeout_s: float | None = None
@@ -208,7 +210,10 @@ class JobOptions:
 
     def to_bullmq(self) -> dict[str, Any]:
         """The ``opts`` JSON object stored on the job."""
-        out: dict[str, Any] = {"attempts": self.attempts}
+        # Defaults stay out: a small opts keeps the job's hash in Redis's compact encoding.
+        out: dict[str, Any] = {}
+        if self.attempts != 1:
+            out["attempts"] = self.attempts
         if self.delay_s:
             out["delay"] = self.delay_ms
         if self.priority:
@@ -219,8 +224,10 @@ class JobOptions:
             out["jobId"] = self.job_id
         if self.backoff is not None:
             out["backoff"] = self.backoff.to_json()
-        out["removeOnComplete"] = self.keep_completed.to_bullmq()
-        out["removeOnFail"] = self.keep_failed.to_bullmq()
+        if self.keep_completed is not None:
+            out["removeOnComplete"] = self.keep_completed.to_bullmq()
+        if self.keep_failed is not None:
+            out["removeOnFail"] = self.keep_failed.to_bullmq()
         if self.keep_logs is not None:
             out["kl"] = self.keep_logs
         if self.timeout_s is not None:
@@ -238,12 +245,16 @@ class JobOptions:
             lifo=bool(opts.get("lifo")),
             attempts=max(1, int(opts.get("attempts") or 1)),
             backoff=_backoff_from_bullmq(opts.get("backoff")),
-            keep_completed=Keep.from_bullmq(opts.get("removeOnComplete")),
-            keep_failed=Keep.from_bullmq(opts.get("removeOnFail")),
+            keep_completed=_keep_from_bullmq(opts, "removeOnComplete"),
+            keep_failed=_keep_from_bullmq(opts, "removeOnFail"),
             keep_logs=opts.get("kl"),
             on_failure=_policy_from_bullmq(opts),
             timeout_s=float(opts["timeout"]) / 1000.0 if opts.get("timeout") else None,
         )
+
+
+def _keep_from_bullmq(opts: dict[str, Any], name: str) -> Keep | None:
+    return Keep.from_bullmq(opts[name]) if name in opts else None
 
 
 def _policy_from_bullmq(opts: dict[str, Any]) -> ParentPolicy:

@@ -59,6 +59,7 @@ class _Child:
         self.report = report
         self.future: asyncio.Future[str] | None = None
         self.jobs_done = 0
+        self.closing = False
         self.reader = threading.Thread(target=self._read, daemon=True,
                                        name=f"taskflow-child-{self.process.pid}")
         self.reader.start()
@@ -79,11 +80,15 @@ class _Child:
             try:
                 message = self.conn.recv()
             except (EOFError, OSError):
-                self.process.join(5)
-                code = self.process.exitcode
-                self.loop.call_soon_threadsafe(self._died, code)
+                if not self.closing:
+                    self.process.join(5)
+                    self._to_loop(self._died, self.process.exitcode)
                 return
-            self.loop.call_soon_threadsafe(self._deliver, message)
+            self._to_loop(self._deliver, message)
+
+    def _to_loop(self, callback: Callable[..., None], arg: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self.loop.call_soon_threadsafe(callback, arg)
 
     def _deliver(self, message: tuple[Any, ...]) -> None:
         if message[0] == "report":
@@ -111,10 +116,12 @@ class _Child:
             os.kill(self.process.pid, signal.SIGKILL)
 
     def close(self) -> None:
+        self.closing = True
         with contextlib.suppress(OSError):  # a dead child's pipe is closed already
             self.conn.send(None)
         self.process.join(2)
         self.kill()
+        self.reader.join(2)
         self.conn.close()
 
 

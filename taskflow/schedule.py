@@ -35,12 +35,13 @@ The rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -260,16 +261,24 @@ def _check_id(scheduler_id: object) -> str:
     return scheduler_id
 
 
-def _template_opts(task: Task[Any, Any], job_options: Mapping[str, Any]) -> str:
+def _template_opts(task: Task[Any, Any], job_options: dict[str, Any]) -> str:
     refused = {"job_id", "delay_s"} & set(job_options)
     if refused:
         raise ConfigurationError(
             f"a schedule makes its own job ids and due times; not allowed: {sorted(refused)}")
-    opts = task.default_options.merge(**dict(job_options)).to_bullmq()
+    opts = task.default_options.merge(**job_options).to_bullmq()
     # The job of each run gets its own jobId and delay (schedule_upsert.lua).
     opts.pop("jobId", None)
     opts.pop("delay", None)
     return _json.dumps(opts, "job options")
+
+
+def _mapping(what: str, value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{what} must be a mapping: {value!r}")
+    return dict(value)
 
 
 def _default_id(task_name: str, data: str) -> str:
@@ -319,12 +328,15 @@ class Plan:
         queue = options.get("queue") or task.queue
         if not isinstance(queue, str) or ":" in queue:
             raise ConfigurationError(f"queue names may not be empty or contain ':': {queue!r}")
-        data = task.encode_args(tuple(options.get("args", ())), dict(options.get("kwargs", {})))
+        args, kwargs = options.get("args", ()), options.get("kwargs", {})
+        if not isinstance(args, tuple | list) or not isinstance(kwargs, Mapping):
+            raise ConfigurationError("args= must be a tuple or list, kwargs= a mapping")
+        data = task.encode_args(tuple(args), dict(kwargs))
         return cls(
             scheduler_id=_check_id(options.get("id") or _default_id(task.name, data)),
             queue=queue, task_name=task.name, timing=timing,
             limit=_check_limit(options.get("limit")), immediately=immediately, data=data,
-            opts=_template_opts(task, options.get("job_options") or {}),
+            opts=_template_opts(task, _mapping("job_options", options.get("job_options"))),
         )
 
     def decide(self, stored: Mapping[str, str], now_ms: int) -> tuple[dict[str, str], int | None]:
@@ -390,7 +402,11 @@ class SchedulerInfo:
     def from_fields(cls, scheduler_id: str, queue: str, fields: Mapping[str, str],
                     next_ms: int | None) -> SchedulerInfo:
         timing = Timing.from_fields(fields)
-        zone = ZoneInfo(timing.tz) if timing.pattern else UTC
+        zone: tzinfo = UTC
+        if timing.pattern:
+            # A scheduler written elsewhere (a Node producer) may name a zone unknown here.
+            with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+                zone = ZoneInfo(timing.tz)
 
         def moment(ms: int | None) -> datetime | None:
             return None if ms is None else datetime.fromtimestamp(ms / 1000, zone)
@@ -422,8 +438,9 @@ async def aupsert(app: App, plan: Plan) -> SchedulerInfo:
             logger.debug("scheduler %s on %s %s; next run %s", plan.scheduler_id, plan.queue,
                          status, placed)
             found = await _aread(broker, plan.queue, plan.scheduler_id)
-            assert found is not None, "a scheduler just written is gone"
-            return found
+            # None only when removed meanwhile: then report what was written.
+            return found or SchedulerInfo.from_fields(
+                plan.scheduler_id, plan.queue, fields, placed)
     raise BrokerError(f"scheduler {plan.scheduler_id!r} kept changing while being written")
 
 

@@ -44,6 +44,11 @@ class Task(Generic[P, R]):
         self.pool: Any = pool  # where the function runs; None: as the worker says
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        params = self.signature.parameters.values()
+        # Signatures of named parameters only decode by a set check (the common case).
+        self._by_name = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+        self._names = frozenset(self.signature.parameters)
+        self._required = frozenset(p.name for p in params if p.default is p.empty)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -128,9 +133,11 @@ class Task(Generic[P, R]):
             data = {}
         if not isinstance(data, dict):
             raise TypeError(f"job data for {self.name} must be a JSON object, got {data!r}")
-        unknown = set(data) - set(self.signature.parameters)
+        unknown = data.keys() - self._names
         if unknown:
             raise TypeError(f"{self.name}() got unexpected argument(s): {sorted(unknown)}")
+        if self._by_name and self._required <= data.keys():
+            return (), data
         bound = inspect.BoundArguments(self.signature, dict(data))
         self.signature.bind(*bound.args, **bound.kwargs)  # same TypeError as a direct call
         return bound.args, bound.kwargs

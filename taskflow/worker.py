@@ -39,7 +39,14 @@ from taskflow.errors import (
 )
 from taskflow.executors import PLACES, Encoded, Executors
 from taskflow.job import JobContext
-from taskflow.options import POLICY_FLAGS, Backoff, JobOptions
+from taskflow.options import (
+    DEFAULT_KEEP_COMPLETED,
+    DEFAULT_KEEP_FAILED,
+    POLICY_FLAGS,
+    Backoff,
+    JobOptions,
+    Keep,
+)
 from taskflow.pool import ChildFailure
 
 if TYPE_CHECKING:
@@ -53,6 +60,7 @@ Pool = Literal["threads", "async", "processes"]
 EVENTS = ("active", "completed", "failed", "stalled", "error")
 STACKTRACE_LIMIT = 10
 IDLE_BLOCK_S = 10.0
+ROUNDS_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +76,15 @@ class _Policy:
 
     @classmethod
     @functools.lru_cache(maxsize=256)
-    def of(cls, opts_text: str) -> _Policy:
+    def of(cls, opts_text: str, keep_completed: Keep, keep_failed: Keep) -> _Policy:
+        """The policy of a job's stored options; ``keep_*`` apply where they say nothing."""
         raw = _json.loads(opts_text) or {}
         opts = JobOptions.from_bullmq(raw)
         # A child added by BullMQ with no policy flag leaves its parent waiting.
         flagged = any(raw.get(flag) for flag in POLICY_FLAGS.values())
-        return cls(opts.attempts, opts.backoff, opts.keep_completed.script_args(),
-                   opts.keep_failed.script_args(), opts.keep_logs or 0,
+        return cls(opts.attempts, opts.backoff,
+                   (opts.keep_completed or keep_completed).script_args(),
+                   (opts.keep_failed or keep_failed).script_args(), opts.keep_logs or 0,
                    opts.on_failure if flagged else "none")
 
 
@@ -83,11 +93,12 @@ class _Running:
 
     __slots__ = ("context", "fields", "policy", "queue", "started")
 
-    def __init__(self, queue: str, context: JobContext, fields: dict[str, str]) -> None:
+    def __init__(self, queue: str, context: JobContext, fields: dict[str, str],
+                 keep: tuple[Keep, Keep]) -> None:
         self.queue = queue
         self.context = context
         self.fields = fields
-        self.policy = _Policy.of(fields.get("opts") or "{}")
+        self.policy = _Policy.of(fields.get("opts") or "{}", *keep)
         self.started = time.perf_counter()
 
 
@@ -106,6 +117,9 @@ class Worker:
         times a job may stall before it fails.
     grace_s: how long a graceful stop waits for running jobs.
     metrics_points: per-minute completed/failed counts kept in Redis (0 = none).
+    keep_completed / keep_failed: finished jobs kept when a job's options don't say
+        (as BullMQ workers' removeOnComplete / removeOnFail): by default the last 1000
+        completed for a day and the last 10000 failed for a week.
     """
 
     def __init__(
@@ -113,7 +127,8 @@ class Worker:
         pool: Pool = "threads", lock_ms: int = 30_000, stalled_interval_ms: int = 30_000,
         max_stalled: int = 1, grace_s: float = 30.0, name: str | None = None,
         metrics_points: int = 1440, max_jobs_per_child: int | None = None,
-        max_memory_mb: float | None = None,
+        max_memory_mb: float | None = None, keep_completed: object = DEFAULT_KEEP_COMPLETED,
+        keep_failed: object = DEFAULT_KEEP_FAILED,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an int >= 1: {concurrency!r}")
@@ -131,6 +146,7 @@ class Worker:
         self.grace_s = grace_s
         self.metrics_points = max(0, metrics_points)
         self.child_limits = (max_jobs_per_child, max_memory_mb)
+        self.keep = (Keep.parse(keep_completed), Keep.parse(keep_failed))
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.token = uuid.uuid4().hex
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
@@ -140,6 +156,8 @@ class Worker:
         self._outcomes: dict[str, list[tuple[_Running, Outcome, Any]]] = defaultdict(list)
         self._wake: dict[str, asyncio.Event] = {}
         self._ready: dict[str, bool] = {}
+        self._in_flight: dict[str, int] = {}
+        self._reserved = 0  # slots asked for by rounds in flight
         self._next_due_ms: dict[str, int] = {}
         self._stopping = False
         self._stopped: asyncio.Event | None = None
@@ -227,30 +245,51 @@ class Worker:
     async def _drive(self, queue: str) -> None:
         self._wake[queue] = asyncio.Event()
         self._ready[queue] = True
+        self._in_flight[queue] = 0
         marker: asyncio.Task[bool] | None = None
         grace_end: float | None = None
         try:
             while True:
                 if self._stopping and grace_end is None:
                     grace_end = time.monotonic() + self.grace_s
-                if self._stopping and not self._outcomes[queue] and not self._running_in(queue):
+                if self._stopping and self._drained(queue):
                     return
                 if grace_end is not None and time.monotonic() > grace_end:
                     logger.warning("grace period over: %d job(s) left to the stalled check",
                                    len(self._running_in(queue)))
                     return
-                fetch = 0 if self._stopping else self.concurrency - len(self._running)
-                if self._outcomes[queue] or (fetch > 0 and self._ready[queue]):
-                    await self._round(queue, fetch)
+                fetch = 0 if self._stopping else self._free_slots()
+                has_work = self._outcomes[queue] or (fetch > 0 and self._ready[queue])
+                if has_work and self._in_flight[queue] < ROUNDS_IN_FLIGHT:
+                    self._launch_round(queue, fetch)
                     continue
-                marker = await self._idle(queue, fetch > 0, marker, grace_end)
+                can_take = fetch > 0 and not self._in_flight[queue]
+                marker = await self._idle(queue, can_take, marker, grace_end)
         finally:
             if marker is not None:
                 marker.cancel()
 
-    async def _round(self, queue: str, fetch: int) -> None:
-        broker = self._require_broker()
+    def _wake_all(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    def _free_slots(self) -> int:
+        return self.concurrency - len(self._running) - self._reserved
+
+    def _drained(self, queue: str) -> bool:
+        return not (self._outcomes[queue] or self._running_in(queue) or self._in_flight[queue])
+
+    def _launch_round(self, queue: str, fetch: int) -> None:
+        """Start a round without waiting for it: with two in flight, Python prepares the
+        next while Redis runs the last, and both cores work."""
         done, self._outcomes[queue] = self._outcomes[queue], []
+        self._reserved += fetch
+        self._in_flight[queue] += 1
+        self._spawn(self._round(queue, fetch, done))
+
+    async def _round(self, queue: str, fetch: int,
+                     done: list[tuple[_Running, Outcome, Any]]) -> None:
+        broker = self._require_broker()
         try:
             taken = await broker.finish_fetch(queue, self.token, self.lock_ms, fetch, self.name,
                                               [outcome for _, outcome, _ in done],
@@ -259,6 +298,10 @@ class Worker:
             self._outcomes[queue] = done + self._outcomes[queue]
             await self._broker_trouble(exc)
             return
+        finally:
+            self._reserved -= fetch
+            self._in_flight[queue] -= 1
+            self._wake_all()  # slots it reserved may be free for other queues now
         self._settled(done, taken.statuses)
         for job_id, fields in taken.jobs:
             self._start(queue, job_id, fields)
@@ -312,7 +355,7 @@ class Worker:
     def _start(self, queue: str, job_id: str, fields: dict[str, str]) -> None:
         attempts_made = int(fields.get("atm") or 0)
         context = JobContext(job_id, queue, fields.get("name", ""), attempts_made, self)
-        running = _Running(queue, context, fields)
+        running = _Running(queue, context, fields, self.keep)
         self._running[(queue, job_id)] = running
         self._emit("active", context)
         if fields.get("rjk"):  # made by a job scheduler: give it its next run first
@@ -339,8 +382,7 @@ class Worker:
         queue = running.queue
         self._outcomes[queue].append((running, outcome, result))
         del self._running[(queue, running.context.id)]
-        for event in self._wake.values():
-            event.set()
+        self._wake_all()
 
     async def _call(self, running: _Running) -> Any:
         deferred = running.fields.get("defa")
@@ -362,7 +404,10 @@ class Worker:
         """Load a flow parent's children outcomes; feed them to a chain step or chord."""
         ctx = running.context
         processed, failed = await self._require_broker().children_of(ctx.queue, ctx.id)
-        order = _json.loads(running.fields["tfc"]) or []
+        # A parent BullMQ added records no order ("[]", see finish_fetch.lua): completed
+        # children first, then failed ones, as Redis lists them.
+        order = (_json.loads(running.fields["tfc"])
+                 or [*processed, *(key for key in failed if key not in processed)])
         ctx.set_children(order, {k: _json.loads(v) for k, v in processed.items()}, failed)
         feed = (_json.loads(running.fields.get("opts")) or {}).get("tff")
         if feed in ("previous", "results") and isinstance(data, dict):

@@ -48,8 +48,9 @@ from typing import Any, cast
 import pytest
 import redis
 
-from taskflow import App, JobFailedError, JobNotFoundError, Task, Worker, current_job
+from taskflow import App, JobFailedError, JobNotFoundError, Task, Worker, chain, chord, current_job
 from taskflow.backends import embedded
+from taskflow.flows import ONE_CALL_NODES
 
 SCRIPTS = Path(__file__).parent / "node"
 PACKAGE_JSON = SCRIPTS / "package.json"
@@ -57,6 +58,7 @@ NPM_TIMEOUT_S = 100  # under the suite's 120 s per-test timeout, which counts fi
 NODE_TIMEOUT_S = 30
 RESULT_TIMEOUT_S = 15
 QUEUE = "interop"
+SIDE = "interop-side"  # a second queue, for flows that span queues
 STATES = ("active", "completed", "delayed", "failed", "prioritized", "waiting",
           "waiting-children")
 
@@ -200,6 +202,9 @@ class Interop:
     boom: Task[Any, int]
     slow: Task[Any, int]
     report: Task[Any, int]
+    gather: Task[Any, dict[str, Any]]
+    total: Task[Any, int]
+    seen: dict[str, Any]  # what flow parents run by taskflow saw of their children
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "TF_NODE_DIR": str(self.node_dir), "TF_REDIS_PORT": str(self.port),
@@ -259,7 +264,24 @@ def interop(redis_port: int, node_dir: Path) -> Iterator[Interop]:
         current_job().log(f"y={y}")
         return x + y
 
-    yield Interop(app, url, redis_port, prefix, node_dir, add, flaky, boom, slow, report)
+    seen: dict[str, Any] = {}
+
+    @app.task(name="interop.gather")
+    def gather(label: str) -> dict[str, Any]:
+        # the same answer as worker.mjs's "gather", from taskflow's side
+        job = current_job()
+        values = job.children_results()
+        seen[label] = {"results": job.results(), "by_key": values}
+        return {"label": label, "sum": sum(v if isinstance(v, int) else v["sum"]
+                                           for v in values.values()),
+                "keys": sorted(values), "failed": job.failed_children()}
+
+    @app.task(name="interop.total", queue=SIDE)
+    def total(numbers: list[int], bonus: int = 0) -> int:
+        return sum(numbers) + bonus
+
+    yield Interop(app, url, redis_port, prefix, node_dir, add, flaky, boom, slow, report,
+                  gather, total, seen)
     app.close()
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
@@ -367,8 +389,10 @@ class NodeProcess:
 
 
 @contextlib.contextmanager
-def node_worker(interop: Interop) -> Iterator[NodeProcess]:
-    proc = NodeProcess(["node", str(SCRIPTS / "worker.mjs")], interop.env())
+def node_worker(interop: Interop, queues: tuple[str, ...] = (QUEUE,)) -> Iterator[NodeProcess]:
+    """Node workers (concurrency 1) on these queues; see tests/node/worker.mjs."""
+    proc = NodeProcess(["node", str(SCRIPTS / "worker.mjs")],
+                       interop.env(TF_QUEUES=",".join(queues)))
     try:
         yield proc
     finally:
@@ -527,7 +551,7 @@ def test_taskflow_producer_node_worker(interop: Interop) -> None:
         (run,) = runs[job.id]
         assert run["name"] == "interop.add"
         assert run["data"] == {"x": x, "y": y}
-        assert run["opts"]["attempts"] == 1
+        assert run["opts"]["attempts"] == 0  # left out by taskflow: one attempt, as in BullMQ
         assert run["attemptsMade"] == 0
     assert runs[bulk[3].id][0]["priority"] == 5
     assert runs[bulk[3].id][0]["opts"]["priority"] == 5
@@ -704,3 +728,274 @@ def test_stalled_too_often_by_node_fails_in_taskflow(interop: Interop) -> None:
             pytest.raises(JobFailedError) as failed:
         job.result(timeout=RESULT_TIMEOUT_S)
     assert failed.value.reason == "job stalled more than allowable limit"
+
+
+# -- flows across both sides ----------------------------------------------------------
+
+
+def _node_spec(name: str, queue: str, data: dict[str, Any], children: list[Any] | None = None,
+               **opts: Any) -> dict[str, Any]:
+    """A node of a Node FlowProducer tree."""
+    spec: dict[str, Any] = {"name": f"interop.{name}", "queueName": queue, "data": data,
+                            "opts": opts}
+    if children:
+        spec["children"] = children
+    return spec
+
+
+def _flat(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes of a tree printed by flow.mjs, parents first."""
+    return [tree, *(node for child in tree["children"] for node in _flat(child))]
+
+
+def _node_view(interop: Interop, jobs: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """What Node's Job getters see of these (queue, id) jobs, by job key."""
+    lines = interop.node("flow.mjs", "inspect",
+                         TF_JOBS=json.dumps([{"queue": q, "id": i} for q, i in jobs]))
+    return {f"{interop.prefix}:{line['queue']}:{line['id']}": line
+            for line in lines if line["event"] == "job"}
+
+
+def _failure(job: Any) -> str:
+    with pytest.raises(JobFailedError) as failed:
+        job.result(timeout=RESULT_TIMEOUT_S)
+    return failed.value.reason
+
+
+def test_node_flow_producer_taskflow_workers(interop: Interop) -> None:
+    """A FlowProducer tree (nested, two queues, failure options) run by taskflow."""
+    flows = [
+        _node_spec("gather", QUEUE, {"label": "root"}, [
+            _node_spec("gather", SIDE, {"label": "mid"}, [
+                _node_spec("add", QUEUE, {"x": 1, "y": 2}, failParentOnFailure=True),
+                _node_spec("add", SIDE, {"x": 3, "y": 4}),
+            ], failParentOnFailure=True),
+            _node_spec("add", SIDE, {"x": 10, "y": 20}),
+            _node_spec("boom", QUEUE, {"x": 5}, ignoreDependencyOnFailure=True),
+        ]),
+        _node_spec("gather", QUEUE, {"label": "doomed"}, [
+            _node_spec("gather", SIDE, {"label": "doomed-mid"}, [
+                _node_spec("boom", QUEUE, {"x": 6}, failParentOnFailure=True),
+                _node_spec("add", SIDE, {"x": 1, "y": 1}),
+            ], failParentOnFailure=True),
+        ]),
+        # no failure option: BullMQ leaves the parent waiting, and so does taskflow
+        _node_spec("gather", QUEUE, {"label": "stuck"}, [_node_spec("boom", SIDE, {"x": 7})]),
+    ]
+    lines = interop.node("flow.mjs", "add", TF_FLOWS=json.dumps(flows))
+    root, doomed, stuck = (line["tree"] for line in lines if line["event"] == "added")
+    mid, one, two, thirty, boom5 = _flat(root)[1:]
+    doomed_mid, boom6, late = _flat(doomed)[1:]
+    app = interop.app
+    assert app.job(root["id"]).state() == "waiting-children"
+
+    with worker_thread(app, queues=[QUEUE, SIDE], concurrency=4, grace_s=5):
+        result = app.job(root["id"]).result(timeout=RESULT_TIMEOUT_S)
+        doomed_reason = _failure(app.job(doomed["id"]))
+        assert app.job(late["id"], SIDE).result(timeout=RESULT_TIMEOUT_S) == 2
+        assert _failure(app.job(stuck["children"][0]["id"], SIDE)) == "ValueError: boom 7"
+        time.sleep(0.2)
+        assert app.job(stuck["id"]).state() == "waiting-children"
+
+    # the parents run by taskflow read their Node-added children's results by key
+    assert result == {"label": "root", "sum": 40, "keys": sorted([mid["key"], thirty["key"]]),
+                      "failed": {boom5["key"]: "ValueError: boom 5"}}
+    assert interop.seen["mid"]["by_key"] == {one["key"]: 3, two["key"]: 7}
+    # a Node parent records no order: results() lists completed children, then failed ones
+    assert sorted(interop.seen["mid"]["results"]) == [3, 7]
+    assert interop.seen["root"]["results"][-1] is None
+    assert len(interop.seen["root"]["results"]) == 3
+    assert doomed_reason == (f"child {doomed_mid['key']} failed: "
+                             f"child {boom6['key']} failed: ValueError: boom 6")
+
+    # and Node reads the same from its side
+    nodes = [*_flat(root), *_flat(doomed), *_flat(stuck)]
+    view = _node_view(interop, [(n["queue"], n["id"]) for n in nodes])
+    assert view[root["key"]]["state"] == "completed"
+    assert view[root["key"]]["returnvalue"] == result
+    assert view[root["key"]]["childrenValues"] == {
+        mid["key"]: interop.seen["root"]["by_key"][mid["key"]], thirty["key"]: 30}
+    assert view[root["key"]]["ignored"] == {boom5["key"]: "ValueError: boom 5"}
+    assert view[mid["key"]]["returnvalue"] == {
+        "label": "mid", "sum": 10, "keys": sorted([one["key"], two["key"]]), "failed": {}}
+    assert view[mid["key"]]["childrenValues"] == {one["key"]: 3, two["key"]: 7}
+    assert view[boom5["key"]]["state"] == "failed"
+    assert view[doomed["key"]]["state"] == view[doomed_mid["key"]]["state"] == "failed"
+    assert view[doomed["key"]]["failedReason"] == doomed_reason
+    # the child that failed its parent is "failed" (":unsuccessful") to BullMQ, not ignored
+    assert view[doomed_mid["key"]]["dependencies"] == {
+        "processed": {late["key"]: 2}, "unprocessed": [],
+        "failed": [boom6["key"]], "ignored": {}}
+    assert view[doomed["key"]]["dependencies"]["failed"] == [doomed_mid["key"]]
+    assert view[stuck["key"]]["state"] == "waiting-children"
+    assert view[stuck["key"]]["dependencies"]["unprocessed"] == [stuck["children"][0]["key"]]
+
+
+POLICIES = ("fail", "ignore", "continue", "remove")
+
+
+def _taskflow_flows(interop: Interop) -> dict[str, Any]:
+    """taskflow flows: nested across queues, a chord, a chain, each failure policy."""
+    add, boom, gather, total = interop.add, interop.boom, interop.gather, interop.total
+    flows: dict[str, Any] = {
+        "nested": gather.s("nested", children=[
+            gather.options(queue=SIDE).s("nested-mid", children=[
+                add.s(1, 2), add.options(queue=SIDE).s(3, 4)]),
+            add.options(queue=SIDE).s(10, 20),
+        ]).delay(),
+        "chord": chord([add.s(i, 1) for i in range(3)], total.s(bonus=1000)).delay(),
+        "chain": chain(add.s(1, 2), add.options(queue=SIDE).s(10), add.s(100)).delay(),
+        # the default policy, two levels up: the child fails its parent, which fails its own
+        "deep": gather.s("deep", children=[
+            gather.options(queue=SIDE).s("deep-mid", children=[boom.s(6)])]).delay(),
+    }
+    for policy in POLICIES:
+        # a "continue" parent runs at once; BullMQ refuses to complete it while it has
+        # pending children (taskflow completes it), so it gets no sibling here
+        siblings = [] if policy == "continue" else [add.s(1, 1)]
+        flows[policy] = gather.s(policy, children=[
+            boom.options(queue=SIDE, on_failure=policy).s(5), *siblings]).delay()
+    return flows
+
+
+def _outcomes(flows: dict[str, Any]) -> dict[str, Any]:
+    """Each flow's result, or its failure, in words both sides share: child keys as
+    child0, child1, ...; a failed child's reason without the exception's type (Node's
+    Error.message is the bare text); a parent's failure as "child <key> failed", which
+    is all BullMQ says (taskflow adds the child's reason)."""
+    found: dict[str, Any] = {}
+    for label, root in flows.items():
+        names = {child.key: f"child{i}" for i, child in enumerate(root.children)}
+        try:
+            result = root.result(timeout=RESULT_TIMEOUT_S)
+        except JobFailedError as exc:
+            reason = exc.reason.replace(root.children[0].key, "child0")
+            found[label] = ("failed", reason.partition(": ")[0])
+            continue
+        if isinstance(result, dict):
+            result = {**result, "keys": [names[k] for k in result["keys"]],
+                      "failed": {names[k]: v.removeprefix("ValueError: ")
+                                 for k, v in result["failed"].items()}}
+        found[label] = result
+    return found
+
+
+def test_taskflow_flows_node_workers(interop: Interop) -> None:
+    """The same taskflow flows end the same under Node workers as under taskflow's."""
+    under_node = _taskflow_flows(interop)
+    # large enough to be staged in chunks (flows.ONE_CALL_NODES), failed by one child
+    staged = interop.gather.s("staged", children=[
+        interop.boom.options(queue=SIDE).s(9),
+        *(interop.add.s(i, 0) for i in range(ONE_CALL_NODES))]).delay()
+    with node_worker(interop, queues=(QUEUE, SIDE)) as node:
+        node.expect("ready")
+        by_node = _outcomes(under_node)
+        assert _outcomes({"staged": staged}) == {"staged": ("failed", "child child0 failed")}
+        lines = node.finish()
+    assert not [line for line in lines if line["event"] == "error"], lines
+    under_taskflow = _taskflow_flows(interop)
+    with worker_thread(interop.app, queues=[QUEUE, SIDE], concurrency=4, grace_s=5):
+        by_taskflow = _outcomes(under_taskflow)
+
+    assert by_node == by_taskflow
+    assert by_node["nested"] == {"label": "nested", "sum": 40, "keys": ["child0", "child1"],
+                                 "failed": {}}
+    assert (by_node["chord"], by_node["chain"]) == (1006, 113)
+    assert by_node["fail"] == by_node["deep"] == ("failed", "child child0 failed")
+    assert by_node["ignore"] == {"label": "ignore", "sum": 2, "keys": ["child1"],
+                                 "failed": {"child0": "boom 5"}}
+    assert by_node["continue"] == {"label": "continue", "sum": 0, "keys": [],
+                                   "failed": {"child0": "boom 5"}}
+    assert by_node["remove"] == {"label": "remove", "sum": 2, "keys": ["child1"], "failed": {}}
+
+    # Node ran every parent: the chord's callback read its children's values, not the
+    # "numbers" taskflow would have fed it
+    ran = {line["job"]["name"] for line in lines if line["event"] == "process"}
+    assert {"interop.gather", "interop.total", "interop.add", "interop.boom"} <= ran
+    # BullMQ reads a child's failure policy from its "parent" field: taskflow writes it
+    # there (as well as in the opts), in one call and when staged
+    client = redis.Redis(host="127.0.0.1", port=interop.port, decode_responses=True)
+    try:
+        for root, policy in [(under_node[p], p) for p in POLICIES] + [(staged, "fail")]:
+            child = root.children[0]
+            parent = json.loads(cast(str, client.hget(child.key, "parent")))
+            flag = {"fail": "fpof", "continue": "cpof", "ignore": "idof", "remove": "rdof"}
+            assert parent == {"id": root.id, "queueKey": f"{interop.prefix}:{root.queue}",
+                              flag[policy]: True}, (policy, parent)
+    finally:
+        client.close()
+
+
+def test_flows_split_between_node_and_taskflow_workers(interop: Interop) -> None:
+    """Children on Node workers with the parent on taskflow's, and the reverse; each
+    kind of tree added by taskflow and by Node's FlowProducer."""
+    app, add, boom, gather = interop.app, interop.add, interop.boom, interop.gather
+    # Node runs SIDE, taskflow runs QUEUE
+    tf_parent = gather.s("tf-parent", children=[
+        add.options(queue=SIDE).s(1, 2), boom.options(queue=SIDE, on_failure="ignore").s(7),
+        add.options(queue=SIDE).s(3, 4)]).delay()
+    tf_parent_doomed = gather.s("tf-parent-doomed", children=[
+        boom.options(queue=SIDE).s(8)]).delay()
+    node_parent = gather.options(queue=SIDE).s("node-parent", children=[
+        add.s(5, 5), boom.options(on_failure="ignore").s(9), add.s(1, 1)]).delay()
+    node_parent_doomed = gather.options(queue=SIDE).s("node-parent-doomed", children=[
+        boom.s(10)]).delay()
+    lines = interop.node("flow.mjs", "add", TF_FLOWS=json.dumps([
+        _node_spec("gather", QUEUE, {"label": "fp-tf-parent"}, [
+            _node_spec("add", SIDE, {"x": 2, "y": 2}),
+            _node_spec("boom", SIDE, {"x": 11}, ignoreDependencyOnFailure=True)]),
+        _node_spec("gather", QUEUE, {"label": "fp-tf-parent-doomed"}, [
+            _node_spec("boom", SIDE, {"x": 12}, failParentOnFailure=True)]),
+        _node_spec("gather", SIDE, {"label": "fp-node-parent"}, [
+            _node_spec("add", QUEUE, {"x": 4, "y": 4}),
+            _node_spec("boom", QUEUE, {"x": 13}, ignoreDependencyOnFailure=True)]),
+        _node_spec("gather", SIDE, {"label": "fp-node-parent-doomed"}, [
+            _node_spec("boom", QUEUE, {"x": 14}, failParentOnFailure=True)]),
+    ]))
+    fp = [line["tree"] for line in lines if line["event"] == "added"]
+    with node_worker(interop, queues=(SIDE,)) as node, \
+            worker_thread(app, queues=[QUEUE], concurrency=4, grace_s=5):
+        node.expect("ready")
+        # taskflow's parent reads what Node's children returned, and their failures
+        keys = sorted([tf_parent.children[0].key, tf_parent.children[2].key])
+        assert tf_parent.result(timeout=RESULT_TIMEOUT_S) == {
+            "label": "tf-parent", "sum": 10, "keys": keys,
+            "failed": {tf_parent.children[1].key: "boom 7"}}
+        assert interop.seen["tf-parent"]["results"] == [3, None, 7]  # in the order given
+        # Node's parent reads what taskflow's children returned
+        keys = sorted([node_parent.children[0].key, node_parent.children[2].key])
+        assert node_parent.result(timeout=RESULT_TIMEOUT_S) == {
+            "label": "node-parent", "sum": 12, "keys": keys,
+            "failed": {node_parent.children[1].key: "ValueError: boom 9"}}
+        # a child failing on Node fails the parent on taskflow (BullMQ's deferred
+        # failure, "defa"), and one failing on taskflow fails Node's parent at once
+        assert _failure(tf_parent_doomed) == f"child {tf_parent_doomed.children[0].key} failed"
+        assert _failure(node_parent_doomed) == (
+            f"child {node_parent_doomed.children[0].key} failed: ValueError: boom 10")
+
+        # the same with trees added by Node's FlowProducer
+        assert app.job(fp[0]["id"]).result(timeout=RESULT_TIMEOUT_S) == {
+            "label": "fp-tf-parent", "sum": 4, "keys": [fp[0]["children"][0]["key"]],
+            "failed": {fp[0]["children"][1]["key"]: "boom 11"}}
+        assert _failure(app.job(fp[1]["id"])) == f"child {fp[1]['children'][0]['key']} failed"
+        assert app.job(fp[2]["id"], SIDE).result(timeout=RESULT_TIMEOUT_S) == {
+            "label": "fp-node-parent", "sum": 8, "keys": [fp[2]["children"][0]["key"]],
+            "failed": {fp[2]["children"][1]["key"]: "ValueError: boom 13"}}
+        assert _failure(app.job(fp[3]["id"], SIDE)) == (
+            f"child {fp[3]['children'][0]['key']} failed: ValueError: boom 14")
+        node_lines = node.finish()
+    assert not [line for line in node_lines if line["event"] == "error"], node_lines
+    # each side ran only its own queue's jobs
+    assert {line["job"]["queue"] for line in node_lines if line["event"] == "process"} == {SIDE}
+    ran_by_node = {line["job"]["id"] for line in node_lines if line["event"] == "process"}
+    assert node_parent.id in ran_by_node and node_parent_doomed.id not in ran_by_node
+
+    view = _node_view(interop, [(QUEUE, tf_parent.id), (SIDE, node_parent.id),
+                                (QUEUE, fp[0]["id"]), (SIDE, fp[2]["id"])])
+    assert view[tf_parent.key]["childrenValues"] == {
+        tf_parent.children[0].key: 3, tf_parent.children[2].key: 7}
+    assert view[tf_parent.key]["ignored"] == {tf_parent.children[1].key: "boom 7"}
+    assert view[node_parent.key]["childrenValues"] == {
+        node_parent.children[0].key: 10, node_parent.children[2].key: 2}
+    assert view[fp[0]["key"]]["returnvalue"]["sum"] == 4
+    assert view[fp[2]["key"]]["ignored"] == {fp[2]["children"][1]["key"]: "ValueError: boom 13"}

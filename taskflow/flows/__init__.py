@@ -164,8 +164,10 @@ def _staged_row(broker: RedisBroker, nodes: list[FlowNode], jobs: list[NewJob], 
     if node.parent_index:
         parent_node = nodes[node.parent_index - 1]
         parent_key = keys[node.parent_index - 1]
+        # BullMQ's workers read the failure policy flag here, not in the opts
         parent = _json.dumps({"id": ids[node.parent_index - 1],
-                              "queueKey": broker.keys(parent_node.queue).base[:-1]})
+                              "queueKey": broker.keys(parent_node.queue).base[:-1],
+                              POLICY_FLAGS[node.signature.options.on_failure]: True})
     ordered = _json.dumps(children[i]) if i in children else ""
     return [broker.keys(node.queue).base, ids[i], job.name, job.data, job.opts, job.delay_ms,
             job.priority, parent_key, parent, ordered, "1" if job.job_id else "0"]

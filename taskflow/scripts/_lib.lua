@@ -173,17 +173,22 @@ end
 
 -- Apply a failed child's policy to its parent: fail it, release it now (continue),
 -- record the failure and go on (ignore), or forget the dependency (remove).
--- With no policy (BullMQ's default) the parent keeps waiting.
+-- With no policy (BullMQ's default) the parent keeps waiting. As in BullMQ, a child
+-- that fails its parent goes to ":unsuccessful"; ":failed" holds the reasons of those
+-- the parent goes on without (continue, ignore).
 childFailed = function(parentKey, childKey, reason, policy, depth, now)
   if policy == "none" or rcall("SREM", parentKey .. ":dependencies", childKey) == 0 then
+    return
+  end
+  if policy == "fail" then
+    rcall("ZADD", parentKey .. ":unsuccessful", now, childKey)
+    failParent(parentKey, "child " .. childKey .. " failed: " .. reason, depth, now)
     return
   end
   if policy ~= "remove" then
     rcall("HSET", parentKey .. ":failed", childKey, reason)
   end
-  if policy == "fail" then
-    failParent(parentKey, "child " .. childKey .. " failed: " .. reason, depth, now)
-  elseif policy == "continue" or rcall("SCARD", parentKey .. ":dependencies") == 0 then
+  if policy == "continue" or rcall("SCARD", parentKey .. ":dependencies") == 0 then
     releaseParent(parentKey, now)
   end
 end
@@ -195,17 +200,19 @@ local function delInSlices(keys)
   end
 end
 
-local function jobKeysOf(prefix, ids)
+-- Every key a job may own. A finished job owns no lock any more: "finished" leaves
+-- it out, as each name costs a lookup.
+local function jobKeysOf(prefix, ids, finished)
+  local suffixes = {"", ":logs", ":processed", ":failed", ":unsuccessful", ":dependencies"}
+  if not finished then
+    suffixes[#suffixes + 1] = ":lock"
+  end
   local keys = {}
   for _, jobId in ipairs(ids) do
     local jobKey = prefix .. jobId
-    keys[#keys + 1] = jobKey
-    keys[#keys + 1] = jobKey .. ":logs"
-    keys[#keys + 1] = jobKey .. ":dependencies"
-    keys[#keys + 1] = jobKey .. ":processed"
-    keys[#keys + 1] = jobKey .. ":failed"
-    keys[#keys + 1] = jobKey .. ":unsuccessful"
-    keys[#keys + 1] = jobKey .. ":lock"
+    for _, suffix in ipairs(suffixes) do
+      keys[#keys + 1] = jobKey .. suffix
+    end
   end
   return keys
 end

@@ -13,7 +13,9 @@
     queue prefix ("bull:<queue>:"), id ("" = next from that queue's counter), name,
     data, opts (JSON), delay ms, priority, lifo ("1"/"0"), parent node index
     (1-based, 0 = none)
-  A parent's "tfc" field keeps its children's keys in the order given.
+  A parent's "tfc" field keeps its children's keys in the order given. A child's
+  "parent" field carries its failure policy flag (fpof, cpof, idof or rdof) as well
+  as its opts: BullMQ's workers read it from there.
 
   Returns {1, {id per node}}, or {0, index} when a node's custom id exists already
   (nothing is written).
@@ -54,11 +56,23 @@ for i = 1, n do
   end
 end
 
+local FLAGS = {fail = "fpof", continue = "cpof", ignore = "idof", remove = "rdof"}
+
+-- A child's "parent" field: the parent's id and queue key, and the child's policy flag.
+local function parentField(parentId, queueKey, optsText)
+  local parent = {id = parentId, queueKey = queueKey}
+  local flag = FLAGS[policyOf(optsText)]
+  if flag then
+    parent[flag] = true
+  end
+  return cjson.encode(parent)
+end
+
 -- Under an existing parent: the root is one more of its children, in order.
 local function adoptRoot()
   local queueKey, parentId = string.match(outerParent, "^(.*):([^:]+)$")
   rcall("HSET", keys[1], "parentKey", outerParent, "parent",
-        cjson.encode({id = parentId, queueKey = queueKey}))
+        parentField(parentId, queueKey, field(1, 4)))
   rcall("SADD", outerParent .. ":dependencies", keys[1])
   local order = cjson.decode(rcall("HGET", outerParent, "tfc") or "[]")
   order[#order + 1] = keys[1]
@@ -75,7 +89,7 @@ for i = 1, n do
     local parentBase = field(parentIndex, 0)
     local parentQueue = string.sub(parentBase, 1, -2)
     rcall("HSET", key, "parentKey", keys[parentIndex], "parent",
-          cjson.encode({id = ids[parentIndex], queueKey = parentQueue}))
+          parentField(ids[parentIndex], parentQueue, field(i, 4)))
     rcall("SADD", keys[parentIndex] .. ":dependencies", key)
   end
   rcall("XADD", base .. "events", "*", "event", "added", "jobId", id, "name", field(i, 2))

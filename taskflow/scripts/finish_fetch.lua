@@ -23,7 +23,10 @@
 
   Returns {statuses, jobs, nextDelayedMs}:
     statuses: one per finished job: 1 done, -2 lock not owned, -3 not active
-    jobs: {id, {field, value, ...}} for each job taken, fields as before taking
+    jobs: {id, {field, value, ...}} for each job taken, fields as before taking;
+      a parent that BullMQ added (no "tfc", its children's keys in order) but whose
+      children left outcomes (":processed" / ":failed") gets "tfc" = "[]" in its
+      fields (not in the hash), so the worker loads those outcomes
     nextDelayedMs: when to try taking again: the due time of the next delayed
       job, or the end of the rate-limit window when that comes first; 0 = none
   Taking honours, as BullMQ does, pause (meta "paused"), the global concurrency
@@ -98,7 +101,7 @@ local function settle(jobId, jobKey, outcome, base)
   notifyParent(ARGV[base + 8], jobKey, outcome, value, ARGV[base + 9])
   local keepCount = tonumber(ARGV[base + 6])
   if keepCount == 0 then
-    delInSlices(jobKeysOf(prefix, {jobId}))
+    delInSlices(jobKeysOf(prefix, {jobId}, true))
     return
   end
   local ids = finished[outcome]
@@ -148,7 +151,7 @@ local function prune(setKey, rule)
     local old = rcall("ZRANGEBYSCORE", setKey, 0, now - rule.age * 1000, "LIMIT", 0, 1000)
     if #old > 0 then
       rcall("ZREM", setKey, unpack(old))
-      delInSlices(jobKeysOf(prefix, old))
+      delInSlices(jobKeysOf(prefix, old, true))
     end
   end
   if rule.count then
@@ -159,7 +162,7 @@ local function prune(setKey, rule)
       for i = 1, #popped, 2 do
         ids[#ids + 1] = popped[i]
       end
-      delInSlices(jobKeysOf(prefix, ids))
+      delInSlices(jobKeysOf(prefix, ids, true))
     end
   end
 end
@@ -206,6 +209,15 @@ local function record(setKey, outcome)
   end
 end
 
+local function hasOrder(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == "tfc" then
+      return true
+    end
+  end
+  return false
+end
+
 local function takeOne(jobId)
   local jobKey = prefix .. jobId
   local fields = rcall("HGETALL", jobKey)
@@ -217,6 +229,11 @@ local function takeOne(jobId)
   rcall("HSET", jobKey, "processedOn", now, "pb", ARGV[5])
   rcall("HINCRBY", jobKey, "ats", 1)
   rcall("XADD", KEYS[7], "*", "event", "active", "jobId", jobId, "prev", "waiting")
+  if not hasOrder(fields)
+      and rcall("EXISTS", jobKey .. ":processed", jobKey .. ":failed") > 0 then
+    fields[#fields + 1] = "tfc"
+    fields[#fields + 1] = "[]"
+  end
   return {jobId, fields}
 end
 

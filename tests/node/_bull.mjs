@@ -17,7 +17,7 @@ for (const name of required) {
 const require = createRequire(path.join(process.env.TF_NODE_DIR, 'package.json'));
 const bullmq = require('bullmq');
 
-export const { Queue, QueueEvents, Worker, Job } = bullmq;
+export const { Queue, QueueEvents, Worker, Job, FlowProducer } = bullmq;
 export const bullmqVersion = require('bullmq/package.json').version;
 
 export const queueName = process.env.TF_QUEUE;
