@@ -90,14 +90,17 @@ class Executors:
                        timeout_s: float | None) -> Any:
         if not task.is_async:
             return task.fn(*args, **kwargs)
-        inner = asyncio.ensure_future(task.fn(*args, **kwargs))
-        self._coroutines[context.key] = inner
+        # The coroutine runs in the worker's task for the job (no task of its own): a
+        # cancel cancels that task, and the worker records the outcome all the same.
+        self._coroutines[context.key] = asyncio.current_task()  # type: ignore[assignment]
         try:
-            return await asyncio.wait_for(inner, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await task.fn(*args, **kwargs)
         except TimeoutError:
             raise JobTimeoutError(f"job timed out after {timeout_s} s") from None
         except asyncio.CancelledError:
             if context.cancelled:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 raise JobCancelledError("cancelled") from None
             raise
         finally:

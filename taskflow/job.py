@@ -240,7 +240,13 @@ class JobContext:
         self.attempts_made = attempts_made
         self._runtime = runtime
         self._children: tuple[list[str], dict[str, Any], dict[str, str]] | None = None
-        self.cancelled_event = threading.Event()
+        self._cancelled: threading.Event | None = None  # made on first use: most never are
+
+    @property
+    def cancelled_event(self) -> threading.Event:
+        if self._cancelled is None:
+            self._cancelled = threading.Event()
+        return self._cancelled
 
     @property
     def key(self) -> str:
@@ -251,7 +257,7 @@ class JobContext:
     def cancelled(self) -> bool:
         """True once the job was cancelled: a long task in a thread should check it and
         return early (a coroutine or a child process is stopped for it)."""
-        return self.cancelled_event.is_set()
+        return self._cancelled is not None and self._cancelled.is_set()
 
     def progress(self, value: Any) -> None:
         """Report progress (any JSON value, often a percentage); listeners get an event."""
