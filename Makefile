@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench peers
+.PHONY: demo test lint bench bench-pools bench-flows peers
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## throughput on a private Redis: enqueue, drain, commands and CPU per job
 	$(PY) benchmarks/throughput.py
+
+bench-pools: $(STAMP)  ## no-op jobs/s in each pool at concurrency 8: the cost of isolation
+	$(PY) benchmarks/pools.py
+
+bench-flows: $(STAMP)  ## add and resolve flows of 1,000 and 10,000 children
+	$(PY) benchmarks/flows.py
 
 peers: $(STAMP)  ## taskflow beside Node BullMQ and taskiq, in one run
 	cd ../shared/bench/peers && TASKFLOW_PIP="-e $(CURDIR)" \
