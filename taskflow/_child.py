@@ -1,7 +1,8 @@
 """The loop of a child process of the process pool: run one job at a time, report back.
 
 Messages to the child: ``("run", job_id, queue, name, attempts_made, module, task_name,
-args, kwargs)`` or ``None`` (exit). Messages from the child: reports of progress and log
+args, kwargs, children)`` (children: a flow parent's children outcomes, or None) or
+``None`` (exit). Messages from the child: reports of progress and log
 lines, and ``("done", job_id, ok, value)`` where value
 is the result as JSON text, or ``(reason, traceback, final)`` for a failure.
 Reports are ``("report", queue, job_id, kind, payload)``.
@@ -63,8 +64,10 @@ def find_task_function(module_name: str, task_name: str) -> Any:
 def _run_one(reporter: _Reporter, message: tuple[Any, ...]) -> tuple[Any, ...]:
     from taskflow.job import JobContext, _current
 
-    _, job_id, queue, name, attempts, module, task_name, args, kwargs = message
+    _, job_id, queue, name, attempts, module, task_name, args, kwargs, children = message
     context = JobContext(job_id, queue, name, attempts, reporter)
+    if children is not None:
+        context.set_children(*children)
     token = _current.set(context)
     try:
         fn = find_task_function(module, task_name)

@@ -126,7 +126,7 @@ class Executors:
             jobs, memory = self._child_limits
             self._processes = ProcessPool(self._size, self._report_from_child, jobs, memory)
         message = ("run", context.id, context.queue, context.name, context.attempts_made,
-                   task.fn.__module__, task.name, args, kwargs)
+                   task.fn.__module__, task.name, args, kwargs, context.children_state)
         try:
             text = await self._processes.run(context.key, message, timeout_s)
         except TimeoutError:

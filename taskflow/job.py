@@ -285,6 +285,11 @@ class JobContext:
                      failed: dict[str, str]) -> None:
         self._children = (order, processed, failed)
 
+    @property
+    def children_state(self) -> tuple[list[str], dict[str, Any], dict[str, str]] | None:
+        """What :meth:`set_children` stored (sent along to a child process)."""
+        return self._children
+
     def _require_children(self) -> tuple[list[str], dict[str, Any], dict[str, str]]:
         if self._children is None:
             raise LookupError(f"job {self.id} is not the parent of a flow")

@@ -12,6 +12,11 @@ taskflow's App, Worker, Job and Queue on the other:
 * Pause from either side holds the other side's worker; the global concurrency
   and rate limit set from Node hold a taskflow worker.
 * Counts agree (Node's getJobCounts, taskflow's Queue.counts).
+* Flows: a FlowProducer tree (nested, two queues, failParentOnFailure,
+  ignoreDependencyOnFailure) run by taskflow workers; taskflow flows (nested,
+  chord, chain, each on_failure policy, a staged large one) run by Node workers,
+  ending as under taskflow's; trees split between the two kinds of worker. Each
+  side reads the other's children values, failures and dependencies.
 
 The Node side is npm ``bullmq`` and ``ioredis`` at the versions pinned in
 ``tests/node/package.json``, installed once into a cache folder keyed by those
@@ -908,20 +913,19 @@ def test_taskflow_flows_node_workers(interop: Interop) -> None:
                                    "failed": {"child0": "boom 5"}}
     assert by_node["remove"] == {"label": "remove", "sum": 2, "keys": ["child1"], "failed": {}}
 
-    # Node ran every parent: the chord's callback read its children's values, not the
-    # "numbers" taskflow would have fed it
+    # Node ran the parents too: its chord callback ("total") read getChildrenValues(),
+    # not the "numbers" argument taskflow's worker would have fed it
     ran = {line["job"]["name"] for line in lines if line["event"] == "process"}
     assert {"interop.gather", "interop.total", "interop.add", "interop.boom"} <= ran
     # BullMQ reads a child's failure policy from its "parent" field: taskflow writes it
     # there (as well as in the opts), in one call and when staged
+    flags = {"fail": "fpof", "continue": "cpof", "ignore": "idof", "remove": "rdof"}
     client = redis.Redis(host="127.0.0.1", port=interop.port, decode_responses=True)
     try:
         for root, policy in [(under_node[p], p) for p in POLICIES] + [(staged, "fail")]:
-            child = root.children[0]
-            parent = json.loads(cast(str, client.hget(child.key, "parent")))
-            flag = {"fail": "fpof", "continue": "cpof", "ignore": "idof", "remove": "rdof"}
+            parent = json.loads(cast(str, client.hget(root.children[0].key, "parent")))
             assert parent == {"id": root.id, "queueKey": f"{interop.prefix}:{root.queue}",
-                              flag[policy]: True}, (policy, parent)
+                              flags[policy]: True}, (policy, parent)
     finally:
         client.close()
 

@@ -176,3 +176,14 @@ async def test_step_jobs_move_themselves_without_failing(aapp: App, tasks: dict[
     for job in (step, child_step, fan):
         info = await job.ainfo()
         assert info.attempts_made == 1 and info.failed_reason is None
+
+
+async def test_flow_parent_in_a_child_process_reads_its_children(
+    aapp: App, tasks: dict[str, Any]
+) -> None:
+    root = await tasks["sum_children"].s(children=[tasks["pid"].s(i) for i in range(2)]
+                                         ).adelay()
+    async with running_worker(aapp, concurrency=2):
+        total = await root.aresult(timeout=30)
+    pids = [await child.aresult(timeout=5) for child in root.children]
+    assert total == sum(pids) + 2

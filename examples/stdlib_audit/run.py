@@ -1,4 +1,5 @@
-"""The producer of the stdlib audit: queue one job per source file, gather, report.
+"""The producer of the stdlib audit: add the flow (one child job per source file under a
+report job), wait for the report, print it.
 
     python -m examples.stdlib_audit.run [--skip-tests] [--limit N] [--timeout S]
 
@@ -10,12 +11,9 @@ Needs a worker of the same app on the same broker (and machine)::
 from __future__ import annotations
 
 import argparse
-import hashlib
-import platform
 import sys
 import sysconfig
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from taskflow import JobFailedError, ResultTimeoutError
 if __package__ in (None, ""):  # run as a file: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.stdlib_audit.tasks import app, audit_file
+from examples.stdlib_audit.tasks import app, audit_file, build_report
 
 TEST_DIRS = frozenset({"test", "tests", "idle_test"})
 SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
@@ -45,63 +43,23 @@ def stdlib_files(skip_tests: bool = False) -> tuple[Path, list[str]]:
     return root, sorted(found)
 
 
-def collect(jobs: Sequence[Any], paths: Sequence[str], timeout_s: float) -> list[dict[str, Any]]:
-    """Wait for every job in order; a failed job becomes an error entry."""
+def wait_for_report(root_job: Any, children: int, timeout_s: float) -> dict[str, Any]:
+    """The report job's result, with a progress line now and then."""
     deadline = time.monotonic() + timeout_s
-    next_note = time.monotonic() + PROGRESS_EVERY_S
-    entries: list[dict[str, Any]] = []
-    for done, (job, path) in enumerate(zip(jobs, paths, strict=True)):
-        left = max(0.001, deadline - time.monotonic())
+    queue = app.queue()
+    while True:
+        left = deadline - time.monotonic()
         try:
-            entries.append(job.result(timeout=left))
-        except JobFailedError as exc:
-            entries.append({"path": path, "error": f"job {job.id} failed: {exc.reason}"})
-        if time.monotonic() >= next_note:
-            print(f"  ... {done + 1}/{len(jobs)} results", file=sys.stderr, flush=True)
-            next_note = time.monotonic() + PROGRESS_EVERY_S
-    return entries
-
-
-def report(root: Path, entries: list[dict[str, Any]], top: int) -> str:
-    """The audit report as text."""
-    ok = [e for e in entries if "error" not in e]
-    bad = [e for e in entries if "error" in e]
-    imports: Counter[str] = Counter()
-    for e in ok:
-        imports.update(e["imports"])
-    fingerprint = hashlib.sha256()
-    for e in sorted(entries, key=lambda e: e["path"]):
-        fingerprint.update(f"{e['path']}\0{e.get('sha256', '-')}\n".encode())
-
-    def rel(path: str) -> str:
-        try:
-            return str(Path(path).relative_to(root))
-        except ValueError:
-            return path
-
-    lines = [
-        f"Audit of {root} (Python {platform.python_version()})",
-        f"  files              {len(entries):>10,}  ({len(ok):,} parsed, {len(bad):,} with errors)",
-        f"  lines              {sum(e.get('lines', 0) for e in entries):>10,}",
-        f"  bytes              {sum(e.get('bytes', 0) for e in entries):>10,}",
-        f"  functions          {sum(e['functions'] for e in ok):>10,}",
-        f"  classes            {sum(e['classes'] for e in ok):>10,}",
-        f"  modules imported   {len(imports):>10,}  (distinct top-level names)",
-        f"  fingerprint        {fingerprint.hexdigest()[:16]}  (sha256 over path + file sha256)",
-        "",
-        f"Top {top} files by lines:",
-    ]
-    biggest = sorted(ok, key=lambda e: (-e["lines"], e["path"]))[:top]
-    lines += [f"  {e['lines']:>7,}  {rel(e['path'])}" for e in biggest]
-    lines += ["", f"Top {top} imported modules (files importing them):"]
-    lines += [f"  {n:>7,}  {name}" for name, n in
-              sorted(imports.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
-    if bad:
-        lines += ["", f"Files with errors ({len(bad)}):"]
-        lines += [f"  {rel(e['path'])}: {e['error']}" for e in bad[:20]]
-        if len(bad) > 20:
-            lines.append(f"  ... and {len(bad) - 20} more")
-    return "\n".join(lines)
+            found: dict[str, Any] = root_job.result(timeout=max(0.001, min(PROGRESS_EVERY_S,
+                                                                              left)))
+            return found
+        except ResultTimeoutError:
+            if left <= PROGRESS_EVERY_S:
+                raise
+        counts = queue.counts()
+        pending = counts["waiting"] + counts["active"]
+        print(f"  ... {children - pending:,}/{children} files audited", file=sys.stderr,
+              flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,21 +82,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"broker: {app.url}", file=sys.stderr)
 
     t0 = time.perf_counter()
-    jobs = app.add_bulk([audit_file.s(path) for path in paths])
+    flow = build_report.s(str(root), args.top, children=[audit_file.s(p) for p in paths])
+    root_job = flow.delay()
     t1 = time.perf_counter()
-    print(f"queued {len(jobs):,} jobs in {t1 - t0:.3f} s; waiting for results "
+    print(f"added a flow of {len(paths):,} audit jobs under report job {root_job.id} in "
+          f"{t1 - t0:.3f} s; waiting for the report "
           "(a worker must run: taskflow worker examples.stdlib_audit.tasks:app)",
           file=sys.stderr, flush=True)
     try:
-        entries = collect(jobs, paths, args.timeout)
+        done = wait_for_report(root_job, len(paths), args.timeout)
     except ResultTimeoutError as exc:
         print(f"gave up after {args.timeout:.0f} s: {exc}; is a worker running?", file=sys.stderr)
         return 1
+    except JobFailedError as exc:
+        print(f"the report job failed: {exc.reason}", file=sys.stderr)
+        return 1
     t2 = time.perf_counter()
 
-    print(report(root, entries, args.top))
-    print(f"\nElapsed: {t2 - t0:.2f} s for {len(jobs):,} jobs ({len(jobs) / (t2 - t0):,.0f} jobs/s;"
-          f" enqueue {t1 - t0:.3f} s, results {t2 - t1:.2f} s)")
+    print(done["text"])
+    print(f"\nElapsed: {t2 - t0:.2f} s for {len(paths):,} files ({len(paths) / (t2 - t0):,.0f} "
+          f"files/s; flow added in {t1 - t0:.3f} s)")
     return 0
 
 

@@ -1,4 +1,6 @@
-"""The task of the stdlib audit: one job reads, parses and hashes one source file.
+"""The tasks of the stdlib audit, a flow: one child job per source file reads, parses
+and hashes it (CPU-bound: it runs in the worker's process pool); the parent job runs
+once every child is done and builds the report from their results.
 
 The app names no broker, so it uses ``$TASKFLOW_BROKER_URL`` when that is set
 and otherwise the embedded server (started on first use under ``./.taskflow``).
@@ -9,17 +11,18 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from datetime import timedelta
+import platform
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from taskflow import App
+from taskflow import App, current_job
 
 app = App("stdlib_audit")
 
 
-# Finished jobs are kept for an hour whatever their number (the default keeps the
-# last 1000), so the producer can read every result back from its job.
-@app.task(name="stdlib_audit.audit_file", keep_completed=timedelta(hours=1))
+# A child's result goes to its parent when it completes: the child itself needn't stay.
+@app.task(name="stdlib_audit.audit_file", pool="processes", keep_completed=False)
 def audit_file(path: str) -> dict[str, Any]:
     """Audit one Python source file.
 
@@ -59,3 +62,52 @@ def audit_file(path: str) -> dict[str, Any]:
             imports.add(node.module.partition(".")[0])
     entry.update(functions=functions, classes=classes, imports=sorted(imports))
     return entry
+
+
+@app.task(name="stdlib_audit.build_report")
+def build_report(root: str, top: int = 10) -> dict[str, Any]:
+    """The parent: the report, from every child's result (in the order they were given)."""
+    entries = [e for e in current_job().results() if e is not None]
+    return {"files": len(entries), "text": report(Path(root), entries, top)}
+
+
+def report(root: Path, entries: list[dict[str, Any]], top: int) -> str:
+    """The audit report as text."""
+    ok = [e for e in entries if "error" not in e]
+    bad = [e for e in entries if "error" in e]
+    imports: Counter[str] = Counter()
+    for e in ok:
+        imports.update(e["imports"])
+    fingerprint = hashlib.sha256()
+    for e in sorted(entries, key=lambda e: e["path"]):
+        fingerprint.update(f"{e['path']}\0{e.get('sha256', '-')}\n".encode())
+
+    def rel(path: str) -> str:
+        try:
+            return str(Path(path).relative_to(root))
+        except ValueError:
+            return path
+
+    lines = [
+        f"Audit of {root} (Python {platform.python_version()})",
+        f"  files              {len(entries):>10,}  ({len(ok):,} parsed, {len(bad):,} with errors)",
+        f"  lines              {sum(e.get('lines', 0) for e in entries):>10,}",
+        f"  bytes              {sum(e.get('bytes', 0) for e in entries):>10,}",
+        f"  functions          {sum(e['functions'] for e in ok):>10,}",
+        f"  classes            {sum(e['classes'] for e in ok):>10,}",
+        f"  modules imported   {len(imports):>10,}  (distinct top-level names)",
+        f"  fingerprint        {fingerprint.hexdigest()[:16]}  (sha256 over path + file sha256)",
+        "",
+        f"Top {top} files by lines:",
+    ]
+    biggest = sorted(ok, key=lambda e: (-e["lines"], e["path"]))[:top]
+    lines += [f"  {e['lines']:>7,}  {rel(e['path'])}" for e in biggest]
+    lines += ["", f"Top {top} imported modules (files importing them):"]
+    lines += [f"  {n:>7,}  {name}" for name, n in
+              sorted(imports.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+    if bad:
+        lines += ["", f"Files with errors ({len(bad)}):"]
+        lines += [f"  {rel(e['path'])}: {e['error']}" for e in bad[:20]]
+        if len(bad) > 20:
+            lines.append(f"  ... and {len(bad) - 20} more")
+    return "\n".join(lines)

@@ -75,13 +75,17 @@ def register(app: App) -> dict[str, Task[Any, Any]]:
             raise MoveToDelayed(0.1)
         return f"step {step}"
 
+    @app.task(name="pools.sum_children", pool="processes")
+    def sum_children() -> int:
+        return sum(current_job().results()) + len(current_job().children_results())
+
     @app.task(name="pools.async_sleep")
     async def async_sleep(seconds: float) -> str:
         await asyncio.sleep(seconds)
         return "woke"
 
     for found in (where, raises, dies_once, pid, burn_loop, burn_thread, burn_child,
-                  sleep_child, step_child, async_sleep):
+                  sleep_child, step_child, sum_children, async_sleep):
         tasks[found.name.split(".", 1)[1]] = found
     return tasks
 
