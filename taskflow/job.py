@@ -292,7 +292,9 @@ class JobContext:
 
     def _require_children(self) -> tuple[list[str], dict[str, Any], dict[str, str]]:
         if self._children is None:
-            raise LookupError(f"job {self.id} is not the parent of a flow")
+            load = getattr(self._runtime, "load_children", None)
+            if load is None or not load(self) or self._children is None:
+                raise LookupError(f"job {self.id} is not the parent of a flow")
         return self._children
 
     def children_results(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from taskflow import _json
 from taskflow.backends.base import Outcome
-from taskflow.backends.redis import LockRenewer
+from taskflow.backends.redis import LockRenewer, SyncReader
 from taskflow.control import ControlSignal, MoveToDelayed
 from taskflow.errors import (
     ConfigurationError,
@@ -73,6 +73,7 @@ class _Policy:
     keep_failed: tuple[int, float]
     keep_logs: int
     parent_policy: str
+    timeout_s: float | None
 
     @classmethod
     @functools.lru_cache(maxsize=256)
@@ -85,7 +86,7 @@ class _Policy:
         return cls(opts.attempts, opts.backoff,
                    (opts.keep_completed or keep_completed).script_args(),
                    (opts.keep_failed or keep_failed).script_args(), opts.keep_logs or 0,
-                   opts.on_failure if flagged else "none")
+                   opts.on_failure if flagged else "none", opts.timeout_s)
 
 
 class _Running:
@@ -163,6 +164,7 @@ class Worker:
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executors: Executors | None = None
+        self._reader: SyncReader | None = None
         self._broker: RedisBroker | None = None
 
     # -- public -----------------------------------------------------------------------
@@ -188,6 +190,7 @@ class Worker:
         """Run until :meth:`stop`; then finish running jobs within the grace period."""
         self._loop = asyncio.get_running_loop()
         self._broker = self.app.broker()
+        self._reader = SyncReader(self.app.url, self.app.prefix)
         self._executors = Executors(self.pool, self.concurrency, self._report_from_child,
                                     *self.child_limits)
         self._stopped = asyncio.Event()
@@ -208,6 +211,7 @@ class Worker:
             for task in list(self._job_tasks):
                 task.cancel()  # coroutines past the grace period; their jobs stall back
             self._executors.close()
+            self._reader.close()
             await self.app.aclose()
             self._stopped.set()
             logger.info("worker %s stopped", self.name)
@@ -396,19 +400,14 @@ class Worker:
             args, kwargs = task.decode_args(data)
         except (TypeError, ValueError) as exc:
             raise UnrecoverableError(f"bad arguments for {task.name}: {exc}") from exc
-        timeout_s = _json.loads(running.fields.get("opts") or "{}").get("timeout")
         return await self._require_executors().run(
-            task, args, kwargs, running.context, timeout_s / 1000.0 if timeout_s else None)
+            task, args, kwargs, running.context, running.policy.timeout_s)
 
     async def _feed_children(self, running: _Running, task: Task[Any, Any], data: Any) -> Any:
         """Load a flow parent's children outcomes; feed them to a chain step or chord."""
         ctx = running.context
         processed, failed = await self._require_broker().children_of(ctx.queue, ctx.id)
-        # A parent BullMQ added records no order ("[]", see finish_fetch.lua): completed
-        # children first, then failed ones, as Redis lists them.
-        order = (_json.loads(running.fields["tfc"])
-                 or [*processed, *(key for key in failed if key not in processed)])
-        ctx.set_children(order, {k: _json.loads(v) for k, v in processed.items()}, failed)
+        _set_children(ctx, _json.loads(running.fields["tfc"]) or [], processed, failed)
         feed = (_json.loads(running.fields.get("opts")) or {}).get("tff")
         if feed in ("previous", "results") and isinstance(data, dict):
             results = ctx.results()
@@ -548,6 +547,16 @@ class Worker:
             return None
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+    def load_children(self, context: JobContext) -> bool:
+        """Load the children outcomes of a parent that BullMQ added (it records no
+        order, so they aren't loaded up front); False when the job has no children."""
+        assert self._reader is not None, "the worker is not running"
+        processed, failed = self._reader.children_of(context.queue, context.id)
+        if not processed and not failed:
+            return False
+        _set_children(context, [], processed, failed)
+        return True
+
     def _report_from_child(self, queue: str, job_id: str, kind: str, payload: str) -> None:
         running = self._running.get((queue, job_id))
         if running is None:
@@ -634,6 +643,14 @@ def _is_final(exc: BaseException) -> bool:
         return exc.final
     return isinstance(exc, UnrecoverableError | UnknownTaskError | EncodeError
                       | JobCancelledError | asyncio.CancelledError)
+
+
+def _set_children(context: JobContext, order: list[str], processed: dict[str, str],
+                  failed: dict[str, str]) -> None:
+    """Give a parent's context its children outcomes. Without a recorded order (a parent
+    BullMQ added): completed children first, then failed ones, as Redis lists them."""
+    order = order or [*processed, *(key for key in failed if key not in processed)]
+    context.set_children(order, {k: _json.loads(v) for k, v in processed.items()}, failed)
 
 
 class _DeferredFailure(UnrecoverableError):

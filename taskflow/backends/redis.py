@@ -27,6 +27,9 @@ from taskflow.keys import DEFAULT_PREFIX, QueueKeys
 logger = logging.getLogger(__name__)
 
 URL_ENV = "TASKFLOW_BROKER_URL"
+# The job fields finish_fetch.lua returns for each job it takes, in its order.
+TAKEN_FIELDS = ("name", "data", "opts", "atm", "parentKey", "stacktrace", "rjk", "defa", "tfc",
+                "ats")
 SCHEMES = ("redis", "rediss", "unix")
 
 # Job states, and the key whose membership tells each one.
@@ -91,10 +94,6 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, decode_responses=True, **options)
 
 
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 class RedisBroker:
     """The engine's operations on one Redis server, for one event loop."""
 
@@ -147,7 +146,8 @@ class RedisBroker:
                      o.retry_delay_ms, o.keep_count, o.keep_age_s, o.parent_key,
                      o.parent_policy]
         statuses, rows, next_delayed = await self._run("finish_fetch", queue, args)
-        jobs = [(str(job_id), _pairs(fields)) for job_id, fields in rows]
+        jobs = [(str(job_id), {k: v for k, v in zip(TAKEN_FIELDS, values, strict=False) if v})
+                for job_id, values in rows]
         return Taken([int(s) for s in statuses], jobs, int(next_delayed))
 
     async def add_flow(self, nodes: list[tuple[str, NewJob, int]], parent_key: str = ""
@@ -535,3 +535,31 @@ class LockRenewer:
     def _loop(self) -> None:
         while not self._stop.wait(self.lock_ms / 2000.0):
             self.renew_now()
+
+
+class SyncReader:
+    """A few reads for code that can't await (a task asking for its children on the
+    loop): one plain connection, opened on first use."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._client: syncredis.Redis | None = None
+
+    def children_of(self, queue: str, job_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Like :meth:`RedisBroker.children_of`."""
+        if self._client is None:
+            self._client = syncredis.Redis.from_url(self.url, decode_responses=True)
+        key = QueueKeys(queue, self.prefix).job(job_id)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hgetall(key + ":processed")
+        pipe.hgetall(key + ":failed")
+        try:
+            processed, failed = pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerError(f"reading children failed: {exc}") from exc
+        return processed, failed
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -23,7 +23,7 @@
 
   Returns {statuses, jobs, nextDelayedMs}:
     statuses: one per finished job: 1 done, -2 lock not owned, -3 not active
-    jobs: {id, {field, value, ...}} for each job taken, fields as before taking;
+    jobs: {id, {value, ...}} for each job taken: the fields TAKEN names, as before taking;
       a parent that BullMQ added (no "tfc", its children's keys in order) but whose
       children left outcomes (":processed" / ":failed") gets "tfc" = "[]" in its
       fields (not in the hash), so the worker loads those outcomes
@@ -209,31 +209,22 @@ local function record(setKey, outcome)
   end
 end
 
-local function hasOrder(fields)
-  for i = 1, #fields, 2 do
-    if fields[i] == "tfc" then
-      return true
-    end
-  end
-  return false
-end
+-- What a worker reads of a job it takes (keep in step with TAKEN_FIELDS in redis.py);
+-- "ats" last: it is counted up here.
+local TAKEN = {"name", "data", "opts", "atm", "parentKey", "stacktrace", "rjk", "defa", "tfc",
+               "ats"}
 
 local function takeOne(jobId)
   local jobKey = prefix .. jobId
-  local fields = rcall("HGETALL", jobKey)
-  if #fields == 0 then
+  local fields = rcall("HMGET", jobKey, unpack(TAKEN))
+  if not fields[1] then
     rcall("LREM", KEYS[2], 1, jobId)
     return nil
   end
   rcall("SET", jobKey .. ":lock", token, "PX", ARGV[3])
-  rcall("HSET", jobKey, "processedOn", now, "pb", ARGV[5])
-  rcall("HINCRBY", jobKey, "ats", 1)
+  rcall("HSET", jobKey, "processedOn", now, "pb", ARGV[5], "ats",
+        (tonumber(fields[#TAKEN]) or 0) + 1)
   rcall("XADD", KEYS[7], "*", "event", "active", "jobId", jobId, "prev", "waiting")
-  if not hasOrder(fields)
-      and rcall("EXISTS", jobKey .. ":processed", jobKey .. ":failed") > 0 then
-    fields[#fields + 1] = "tfc"
-    fields[#fields + 1] = "[]"
-  end
   return {jobId, fields}
 end
 
