@@ -159,6 +159,9 @@ class Worker:
         self._ready: dict[str, bool] = {}
         self._in_flight: dict[str, int] = {}
         self._reserved = 0  # slots asked for by rounds in flight
+        # Each round takes at most its share of the slots, so that while Redis runs one
+        # round, Python runs the jobs the other brought: both cores stay busy.
+        self._batch = max(1, -(-concurrency // ROUNDS_IN_FLIGHT))
         self._next_due_ms: dict[str, int] = {}
         self._stopping = False
         self._stopped: asyncio.Event | None = None
@@ -262,7 +265,7 @@ class Worker:
                     logger.warning("grace period over: %d job(s) left to the stalled check",
                                    len(self._running_in(queue)))
                     return
-                fetch = 0 if self._stopping else self._free_slots()
+                fetch = 0 if self._stopping else min(self._free_slots(), self._batch)
                 has_work = self._outcomes[queue] or (fetch > 0 and self._ready[queue])
                 if has_work and self._in_flight[queue] < ROUNDS_IN_FLIGHT:
                     self._launch_round(queue, fetch)
