@@ -360,6 +360,11 @@ class Worker:
     # -- running one job --------------------------------------------------------------
 
     def _start(self, queue: str, job_id: str, fields: dict[str, str]) -> None:
+        if (queue, job_id) in self._running:
+            # Our lock lapsed and the stalled check gave the job back to us while we still
+            # run it: the attempt in progress records the outcome (the lock is ours again).
+            logger.warning("job %s in %s came back while still running here", job_id, queue)
+            return
         attempts_made = int(fields.get("atm") or 0)
         context = JobContext(job_id, queue, fields.get("name", ""), attempts_made, self)
         running = _Running(queue, context, fields, self.keep)
@@ -570,10 +575,11 @@ class Worker:
             self._spawn(self._send_report(running.context, kind, payload))
 
     def _running_ids(self) -> dict[str, list[str]]:
-        """{queue: ids} of running jobs; called from the lock renewer's thread."""
-        found: dict[str, list[str]] = defaultdict(list)
+        """{queue: ids of running jobs} for each queue with jobs running or being taken;
+        called from the lock renewer's thread."""
+        found: dict[str, list[str]] = {q: [] for q, n in list(self._in_flight.items()) if n}
         for queue, job_id in list(self._running):
-            found[queue].append(job_id)
+            found.setdefault(queue, []).append(job_id)
         return found
 
     def _lock_lost(self, queue: str, job_id: str) -> None:

@@ -68,10 +68,6 @@ class Broker(Protocol):
         outcomes: list[Outcome], metrics_points: int = 0,
     ) -> Taken: ...
 
-    async def extend_locks(
-        self, queue: str, token: str, lock_ms: int, job_ids: list[str]
-    ) -> list[str]: ...
-
     async def check_stalled(
         self, queue: str, max_stalled: int, interval_ms: int
     ) -> tuple[list[str], list[str]] | None: ...

@@ -223,15 +223,6 @@ class RedisBroker:
         found = [*sorted(pending), *sorted(done), *sorted(failed)]
         return list(dict.fromkeys(str(k) for k in found))
 
-    async def extend_locks(
-        self, queue: str, token: str, lock_ms: int, job_ids: list[str]
-    ) -> list[str]:
-        """Renew locks of running jobs; returns the ids whose lock was lost."""
-        if not job_ids:
-            return []
-        lost = await self._run("extend_locks", queue, [token, lock_ms, *job_ids])
-        return [str(x) for x in lost]
-
     async def check_stalled(
         self, queue: str, max_stalled: int, interval_ms: int
     ) -> tuple[list[str], list[str]] | None:
@@ -489,7 +480,8 @@ class RedisBroker:
 
 
 class LockRenewer:
-    """Renews a worker's locks from a thread of its own, on a connection of its own.
+    """Renews a worker's locks from a thread of its own, on a connection of its own,
+    three times per lock duration.
 
     The event loop may be busy (a coroutine that never awaits, a sync function on the
     loop): renewal doesn't wait for it. ``running`` returns {queue: [job ids]} and is
@@ -518,10 +510,8 @@ class LockRenewer:
         self._client.close()
 
     def renew_now(self) -> None:
-        """One round of renewals (what the thread does every half lock duration)."""
+        """One round of renewals (what the thread does three times per lock duration)."""
         for queue, job_ids in self.running().items():
-            if not job_ids:
-                continue
             keys = QueueKeys(queue, self.prefix)
             try:
                 lost = self._script(keys=keys.engine,
@@ -533,7 +523,9 @@ class LockRenewer:
                 self.on_lost(queue, str(job_id))
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.lock_ms / 2000.0):
+        # Three renewals per lock duration: a thread that waits long for the GIL (other
+        # threads burning CPU) still renews before the lock lapses.
+        while not self._stop.wait(self.lock_ms / 3000.0):
             self.renew_now()
 
 
