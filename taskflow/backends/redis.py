@@ -140,14 +140,22 @@ class RedisBroker:
         outcomes: list[Outcome], metrics_points: int = 0,
     ) -> Taken:
         """Record outcomes, then take up to ``fetch`` ready jobs, in one call."""
-        args: list[Any] = [token, lock_ms, fetch, worker, len(outcomes), metrics_points]
+        # What outcomes share (retention, parent, ...) goes once, as a "profile".
+        profiles: dict[tuple[Any, ...], int] = {}
+        rows: list[Any] = []
         for o in outcomes:
-            args += [o.job_id, o.kind, o.value, o.stacktrace, o.attempts_made,
-                     o.retry_delay_ms, o.keep_count, o.keep_age_s, o.parent_key,
-                     o.parent_policy]
-        statuses, rows, next_delayed = await self._run("finish_fetch", queue, args)
+            shared = (o.stacktrace, o.retry_delay_ms, o.keep_count, o.keep_age_s, o.parent_key,
+                      o.parent_policy)
+            index = profiles.setdefault(shared, len(profiles) + 1)
+            rows += [o.job_id, o.kind, o.value, o.attempts_made, index]
+        args: list[Any] = [token, lock_ms, fetch, worker, len(outcomes), metrics_points,
+                           len(profiles)]
+        for shared in profiles:
+            args += shared
+        args += rows
+        statuses, taken, next_delayed = await self._run("finish_fetch", queue, args)
         jobs = [(str(job_id), {k: v for k, v in zip(TAKEN_FIELDS, values, strict=False) if v})
-                for job_id, values in rows]
+                for job_id, values in taken]
         return Taken([int(s) for s in statuses], jobs, int(next_delayed))
 
     async def add_flow(self, nodes: list[tuple[str, NewJob, int]], parent_key: str = ""

@@ -11,10 +11,13 @@
   ARGV[5] worker name (stored as the job's "pb")
   ARGV[6] number of finished jobs, n
   ARGV[7] per-minute metrics points to keep (0 = no metrics)
-  then 10 values per finished job, from ARGV[8]:
-    id, outcome, value, stacktrace JSON ("" = leave), attempts made,
-    retry delay ms, keep count (-1 = all), keep age s (-1 = any age), parent key ("" = none),
+  ARGV[8] number of profiles, p: what finished jobs of this call have in common
+  then 6 values per profile, from ARGV[9]:
+    stacktrace JSON ("" = leave), retry delay ms, keep count (-1 = all),
+    keep age s (-1 = any age), parent key ("" = none),
     failure policy toward the parent: fail, continue, ignore, remove or none
+  then 5 values per finished job, from ARGV[9 + 6p]:
+    id, outcome, value, attempts made, profile (1-based)
   outcome: "completed" (value = result JSON), "failed" (value = reason; final),
     "exhausted" (final failure after the last attempt), "retry" (back to delayed
     after the delay, or to wait when it is 0), and for step jobs, which count no
@@ -23,10 +26,7 @@
 
   Returns {statuses, jobs, nextDelayedMs}:
     statuses: one per finished job: 1 done, -2 lock not owned, -3 not active
-    jobs: {id, {value, ...}} for each job taken: the fields TAKEN names, as before taking;
-      a parent that BullMQ added (no "tfc", its children's keys in order) but whose
-      children left outcomes (":processed" / ":failed") gets "tfc" = "[]" in its
-      fields (not in the hash), so the worker loads those outcomes
+    jobs: {id, {value, ...}} for each job taken: the fields TAKEN names, as before taking
     nextDelayedMs: when to try taking again: the due time of the next delayed
       job, or the end of the rate-limit window when that comes first; 0 = none
   Taking honours, as BullMQ does, pause (meta "paused"), the global concurrency
@@ -38,6 +38,13 @@ local prefix = ARGV[1]
 local token = ARGV[2]
 local now = nowMs()
 local statuses = {}
+local profiles = {}
+for i = 1, tonumber(ARGV[8]) do
+  local b = 9 + (i - 1) * 6
+  profiles[i] = {trace = ARGV[b], delay = tonumber(ARGV[b + 1]), count = tonumber(ARGV[b + 2]),
+                 age = tonumber(ARGV[b + 3]), parent = ARGV[b + 4], policy = ARGV[b + 5]}
+end
+local firstJob = 9 + #profiles * 6
 local finished = {completed = {}, failed = {}}
 local keep = {completed = {}, failed = {}}
 local counted = {completed = 0, failed = 0}
@@ -81,25 +88,25 @@ local function waitForChildren(jobId, jobKey)
   end
 end
 
-local function settle(jobId, jobKey, outcome, base)
+local function settle(jobId, jobKey, outcome, base, profile)
   local value = ARGV[base + 2]
   if outcome == "completed" then
-    rcall("HSET", jobKey, "returnvalue", value, "finishedOn", now, "atm", ARGV[base + 4])
+    rcall("HSET", jobKey, "returnvalue", value, "finishedOn", now, "atm", ARGV[base + 3])
     rcall("XADD", KEYS[7], "*", "event", "completed", "jobId", jobId,
           "returnvalue", value, "prev", "active")
   else
-    rcall("HSET", jobKey, "failedReason", value, "finishedOn", now, "atm", ARGV[base + 4])
+    rcall("HSET", jobKey, "failedReason", value, "finishedOn", now, "atm", ARGV[base + 3])
     rcall("XADD", KEYS[7], "*", "event", "failed", "jobId", jobId,
           "failedReason", value, "prev", "active")
     if outcome == "exhausted" then
       rcall("XADD", KEYS[7], "*", "event", "retries-exhausted", "jobId", jobId,
-            "attemptsMade", ARGV[base + 4])
+            "attemptsMade", ARGV[base + 3])
     end
     outcome = "failed"
   end
   counted[outcome] = counted[outcome] + 1
-  notifyParent(ARGV[base + 8], jobKey, outcome, value, ARGV[base + 9])
-  local keepCount = tonumber(ARGV[base + 6])
+  notifyParent(profile.parent, jobKey, outcome, value, profile.policy)
+  local keepCount = profile.count
   if keepCount == 0 then
     delInSlices(jobKeysOf(prefix, {jobId}, true))
     return
@@ -111,36 +118,48 @@ local function settle(jobId, jobKey, outcome, base)
   if keepCount > 0 and (rule.count == nil or keepCount < rule.count) then
     rule.count = keepCount
   end
-  local keepAge = tonumber(ARGV[base + 7])
+  local keepAge = profile.age
   if keepAge >= 0 and (rule.age == nil or keepAge < rule.age) then
     rule.age = keepAge
   end
 end
 
+-- Release the worker's lock in one call; false when the lock wasn't the worker's (a
+-- lock another worker holds now is put back as it was).
+local function releaseLock(lockKey)
+  local holder = rcall("GETDEL", lockKey)
+  if holder == token then
+    return true
+  end
+  if holder then
+    rcall("SET", lockKey, holder, "PX", ARGV[3])
+  end
+  return false
+end
+
 local function finishOne(base)
   local jobId = ARGV[base]
   local jobKey = prefix .. jobId
-  local lockKey = jobKey .. ":lock"
-  if rcall("GET", lockKey) ~= token then
+  if not releaseLock(jobKey .. ":lock") then
     return -2
   end
-  rcall("DEL", lockKey)
   if rcall("LREM", KEYS[2], -1, jobId) == 0 then
     return -3
   end
   local outcome = ARGV[base + 1]
-  if ARGV[base + 3] ~= "" then
-    rcall("HSET", jobKey, "stacktrace", ARGV[base + 3])
+  local profile = profiles[tonumber(ARGV[base + 4])]
+  if profile.trace ~= "" then
+    rcall("HSET", jobKey, "stacktrace", profile.trace)
   end
   if outcome == "retry" then
-    rcall("HSET", jobKey, "failedReason", ARGV[base + 2], "atm", ARGV[base + 4])
-    retry(jobId, jobKey, tonumber(ARGV[base + 5]))
+    rcall("HSET", jobKey, "failedReason", ARGV[base + 2], "atm", ARGV[base + 3])
+    retry(jobId, jobKey, profile.delay)
   elseif outcome == "delay" then
-    retry(jobId, jobKey, tonumber(ARGV[base + 5]))
+    retry(jobId, jobKey, profile.delay)
   elseif outcome == "children" then
     waitForChildren(jobId, jobKey)
   else
-    settle(jobId, jobKey, outcome, base)
+    settle(jobId, jobKey, outcome, base, profile)
   end
   return 1
 end
@@ -310,7 +329,7 @@ end
 local n = tonumber(ARGV[6])
 local settled = 0
 for i = 0, n - 1 do
-  statuses[#statuses + 1] = finishOne(8 + i * 10)
+  statuses[#statuses + 1] = finishOne(firstJob + i * 5)
   if statuses[#statuses] == 1 then
     settled = settled + 1
   end
