@@ -62,6 +62,12 @@ class Queue:
         """Jobs per state (waiting counts prioritized jobs too, as ``prioritized``)."""
         return await self._broker().counts(self.name)
 
+    async def aset_max_events(self, count: int) -> None:
+        """Trim the queue's events stream to about ``count`` entries (default 10000)."""
+        if not isinstance(count, int) or count < 1:
+            raise ConfigurationError(f"max events must be an int >= 1: {count!r}")
+        await self._broker().set_max_events(self.name, count)
+
     async def aworkers(self) -> list[dict[str, str]]:
         """The workers connected to this queue now."""
         return await self._broker().workers(self.name)
@@ -224,6 +230,9 @@ class Queue:
 
     def counts(self) -> dict[str, int]:
         return _portal.run(self.acounts())
+
+    def set_max_events(self, count: int) -> None:
+        _portal.run(self.aset_max_events(count))
 
     def workers(self) -> list[dict[str, str]]:
         return _portal.run(self.aworkers())

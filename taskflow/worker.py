@@ -164,6 +164,7 @@ class Worker:
         self._batch = max(1, -(-concurrency // ROUNDS_IN_FLIGHT))
         self._next_due_ms: dict[str, int] = {}
         self._stopping = False
+        self._paused = False
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executors: Executors | None = None
@@ -186,8 +187,22 @@ class Worker:
     def stop(self) -> None:
         """Stop taking jobs; :meth:`run` returns once running jobs end (within grace_s)."""
         self._stopping = True
-        for event in self._wake.values():
-            event.set()
+        self._wake_all()
+
+    def pause(self) -> None:
+        """Stop taking jobs (this worker only); running jobs go on. See :meth:`resume`."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Take jobs again after :meth:`pause`."""
+        self._paused = False
+        for queue in self._ready:
+            self._ready[queue] = True
+        self._wake_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     async def run(self) -> None:
         """Run until :meth:`stop`; then finish running jobs within the grace period."""
@@ -265,7 +280,8 @@ class Worker:
                     logger.warning("grace period over: %d job(s) left to the stalled check",
                                    len(self._running_in(queue)))
                     return
-                fetch = 0 if self._stopping else min(self._free_slots(), self._batch)
+                taking = not (self._stopping or self._paused)
+                fetch = min(self._free_slots(), self._batch) if taking else 0
                 has_work = self._outcomes[queue] or (fetch > 0 and self._ready[queue])
                 if has_work and self._in_flight[queue] < ROUNDS_IN_FLIGHT:
                     self._launch_round(queue, fetch)

@@ -106,3 +106,20 @@ def test_bad_and_unreachable_urls_give_messages_not_tracebacks() -> None:
         capture_output=True, text=True, env=env, timeout=60)
     assert down.returncode == 4
     assert "unreachable" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_watch_shows_progress_until_empty(app: App, cli) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import threading
+
+    _fill(app)
+    worker = app.worker(concurrency=2)
+    thread = threading.Thread(target=lambda: asyncio.run(worker.run()))
+    thread.start()
+    try:
+        result = cli("watch", "default", "--interval", "0.1")
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert result.exit_code == 0
+    assert "default: empty" in result.output

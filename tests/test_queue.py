@@ -222,3 +222,26 @@ async def test_metrics_and_prometheus_text(aapp: App, raw: redis.Redis) -> None:
     assert 'taskflow_jobs{queue="default",state="completed"} 7' in text
     assert 'taskflow_jobs_finished_total{queue="default",outcome="failed"} 3' in text
     assert "# TYPE taskflow_jobs_finished_total counter" in text
+
+
+async def test_pausing_one_worker_only(aapp: App) -> None:
+    noop = _noop(aapp)
+    async with running_worker(aapp, concurrency=1, name="held") as held:
+        held.pause()
+        job = await noop.adelay(5)
+        await asyncio.sleep(0.3)
+        assert await job.astate() == "waiting"
+        held.resume()
+        assert await job.aresult(timeout=10) == 5
+        assert not held.paused
+
+
+async def test_events_stream_trimming_is_configurable(aapp: App, raw: redis.Redis) -> None:
+    noop = _noop(aapp)
+    queue = aapp.queue()
+    await queue.aset_max_events(100)
+    await aapp.aadd_bulk([noop.s(i) for i in range(3000)])
+    # trimming is approximate (whole stream nodes): far below the 6000 entries written
+    assert raw.xlen(f"{aapp.prefix}:default:events") < 1000
+    with pytest.raises(ConfigurationError):
+        await queue.aset_max_events(0)

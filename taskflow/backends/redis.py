@@ -247,6 +247,12 @@ class RedisBroker:
     async def add_log(self, queue: str, job_id: str, line: str, keep: int) -> int:
         return int(await self._run("log", queue, [job_id, line, keep]))
 
+    async def set_max_events(self, queue: str, count: int) -> None:
+        """How many entries the events stream keeps, about (BullMQ's meta field)."""
+        meta = self.keys(queue).key("meta")
+        await self.call("setting max events",
+                        lambda: self.client.hset(meta, "opts.maxLenEvents", count))
+
     async def set_data(self, queue: str, job_id: str, data_json: str) -> None:
         """Replace a job's data (a step job saving where it is)."""
         key = self.keys(queue).job(job_id)
