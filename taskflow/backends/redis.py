@@ -251,7 +251,7 @@ class RedisBroker:
         """How many entries the events stream keeps, about (BullMQ's meta field)."""
         meta = self.keys(queue).key("meta")
         await self.call("setting max events",
-                        lambda: self.client.hset(meta, "opts.maxLenEvents", count))
+                        lambda: self.client.hset(meta, "opts.maxLenEvents", str(count)))
 
     async def set_data(self, queue: str, job_id: str, data_json: str) -> None:
         """Replace a job's data (a step job saving where it is)."""
