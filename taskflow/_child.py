@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
+import signal
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -21,6 +24,8 @@ from typing import Any
 from taskflow import _json
 from taskflow.control import ControlSignal
 from taskflow.errors import EncodeError, UnrecoverableError
+
+WATCH_INTERVAL_S = 1.0
 
 
 class _Reporter:
@@ -90,8 +95,29 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def child_main(conn: Connection) -> None:
-    """Entry point of a pool child: serve jobs until told to stop or the pipe closes."""
+def _watch_worker(worker_pid: int) -> None:
+    """End this child when its worker is gone (killed with -9, say): a job must not run on
+    here while the stalled check gives it to another worker."""
+    while True:
+        time.sleep(WATCH_INTERVAL_S)
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
+
+
+def child_main(conn: Connection, worker_pid: int) -> None:
+    """Entry point of a pool child: serve jobs until told to stop or the pipe closes.
+
+    A Ctrl-C or SIGTERM sent to the whole process group is the worker's to handle (it
+    lets running jobs finish): children ignore both.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch_worker, args=(worker_pid,), daemon=True,
+                     name="taskflow-watch-worker").start()
     reporter = _Reporter(conn)
     while True:
         try:

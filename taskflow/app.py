@@ -124,6 +124,15 @@ class App:
                 self._resolved_url = resolve_url(self._url)
             return self._resolved_url
 
+    async def aheal(self) -> None:
+        """After broker trouble: start the embedded server again if this app uses it and
+        it died (its data comes back from its AOF). Other servers are left alone."""
+        url = self.url
+        from taskflow.backends import embedded
+
+        if url == embedded.url_of():
+            await asyncio.to_thread(embedded.ensure_server)
+
     def broker(self) -> RedisBroker:
         """The broker for the running event loop (each loop has its own connections)."""
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -192,6 +193,8 @@ def worker(target: str, concurrency: int, queues: str | None, pool: str,
         runner.run_forever()
     except BrokerError as exc:
         raise Unreachable(str(exc)) from exc
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     except TaskflowError as exc:
         raise CliError(str(exc)) from exc
 
@@ -290,7 +293,14 @@ def jobs(ctx: Context, queue_name: str, state: str, start: int, end: int, as_jso
 def events(ctx: Context, queue_names: tuple[str, ...], since: str, as_json: bool,
            limit: int) -> None:
     """Follow queue events live (Ctrl-C to stop)."""
-    names = list(queue_names) or run(discover_queues(ctx.app))
+    if not re.fullmatch(r"\$|\d+(-\d+)?", since):
+        raise click.BadParameter(f"use '$', '0' or a stream id like 1700000000000-0: {since!r}",
+                                 param_hint="--since")
+    known = run(discover_queues(ctx.app))
+    names = list(queue_names) or known
+    for name in queue_names:
+        if name not in known:
+            raise NotFound(f"no queue named {name!r} under prefix {ctx.app.prefix!r}")
 
     async def follow() -> None:
         seen = 0
@@ -316,11 +326,12 @@ def events(ctx: Context, queue_names: tuple[str, ...], since: str, as_json: bool
 @click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")
 @pass_ctx
 def watch(ctx: Context, queue_name: str, interval: float) -> None:
-    """Show a progress bar of QUEUE_NAME until no job waits or runs."""
+    """Show a progress bar of QUEUE_NAME until no job waits or runs (delayed jobs, due
+    later, don't count)."""
     queue = ctx.queue(queue_name)
 
     def pending(counts: dict[str, int]) -> int:
-        return sum(counts[s] for s in ("waiting", "prioritized", "delayed", "active"))
+        return sum(counts[s] for s in ("waiting", "prioritized", "active"))
 
     first = run(queue.acounts())
     total = pending(first)
@@ -519,9 +530,12 @@ def server() -> None:
 
 @server.command("status")
 def server_status() -> None:
-    """Show whether the embedded server of this directory runs."""
-    for key, value in embedded.server_status().items():
+    """Show whether the embedded server of this directory runs (exit 3 when it doesn't)."""
+    status = embedded.server_status()
+    for key, value in status.items():
         click.echo(f"{key}: {value}")
+    if not status["running"]:
+        raise SystemExit(EXIT_NOT_FOUND)
 
 
 @server.command("start")

@@ -52,7 +52,8 @@ class QueueEvent:
 
 
 class QueueEvents:
-    """Listen to the events of one or more queues.
+    """Listen to the events of one or more queues: ``async for event in events``, or
+    callbacks registered with :meth:`on` and run by ``await events.run()``.
 
     ``since`` is the stream id to start after: ``"$"`` (default) for new events only,
     ``"0"`` for everything still in the stream, or a ``last_ids`` value saved earlier.
@@ -63,7 +64,8 @@ class QueueEvents:
         names = [queues] if isinstance(queues, str) else list(queues or app.queues)
         self.app = app
         self.queues = names
-        self.block_ms = block_ms
+        # A blocking read must end well within the connection's read timeout.
+        self.block_ms = max(1, min(block_ms, 20_000))
         if isinstance(since, dict):
             self.last_ids = {q: since.get(q, "$") for q in names}
         else:

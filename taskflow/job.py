@@ -190,7 +190,12 @@ class Job(Generic[R]):
         raise JobNotFoundError(f"no job {self.id} in queue {self.queue!r}")
 
     def _ending_in(self, fields: dict[str, str]) -> tuple[str, dict[str, str]] | None:
-        if fields.get("jobId") != self.id or fields.get("event") not in ("completed", "failed"):
+        if fields.get("jobId") != self.id:
+            return None
+        if fields.get("event") == "removed":
+            raise JobNotFoundError(f"job {self.id} in {self.queue!r} was removed (or cancelled "
+                                   "before it ran)")
+        if fields.get("event") not in ("completed", "failed"):
             return None
         return fields["event"], fields
 

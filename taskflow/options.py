@@ -77,11 +77,16 @@ class Backoff:
             raise ConfigurationError(f"backoff must be seconds, a tuple or a Backoff: {value!r}")
         if isinstance(value, int | float):
             return cls("fixed", float(value))
-        if isinstance(value, tuple | list) and 2 <= len(value) <= 3:
-            return cls(*value)
-        if isinstance(value, dict) and "type" in value:
-            delay_ms = float(value.get("delay") or 0)
-            return cls(value["type"], delay_ms / 1000.0, float(value.get("jitter") or 0.0))
+        try:
+            if isinstance(value, tuple | list) and 2 <= len(value) <= 3:
+                return cls(*value)
+            if isinstance(value, dict) and "type" in value:
+                delay_ms = float(value.get("delay") or 0)
+                return cls(value["type"], delay_ms / 1000.0, float(value.get("jitter") or 0.0))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigurationError):
+                raise
+            raise ConfigurationError(f"bad backoff {value!r}: {exc}") from exc
         raise ConfigurationError(f"backoff must be seconds, a tuple or a Backoff: {value!r}")
 
 
@@ -114,7 +119,10 @@ class Keep:
         if isinstance(value, timedelta):
             return cls(age_s=value.total_seconds())
         if isinstance(value, dict):
-            return cls(count=value.get("count"), age_s=value.get("age"))
+            try:
+                return cls(count=value.get("count"), age_s=value.get("age"))
+            except TypeError as exc:
+                raise ConfigurationError(f"bad keep {value!r}: {exc}") from exc
         raise ConfigurationError(
             f"keep must be True, False, an int, a timedelta or a Keep: {value!r}"
         )
@@ -273,10 +281,24 @@ def _backoff_from_bullmq(value: object) -> Backoff | None:
     return None
 
 
+# A job's hash is "<prefix>:<queue>:<id>", beside the queue's own keys: an id equal to
+# one of their names would overwrite that key.
+RESERVED_IDS = frozenset({
+    "wait", "active", "prioritized", "delayed", "completed", "failed", "events", "meta",
+    "marker", "pc", "id", "stalled", "waiting-children", "stalled-check", "limiter",
+    "repeat", "paused", "metrics", "flows-staging", "cancel",
+})
+
+
 def check_job_id(job_id: object) -> str:
-    """A custom job id is a non-empty string, not a bare integer, without ':'."""
-    if not isinstance(job_id, str) or not job_id:
+    """A custom job id is a non-empty string, not a bare integer, without ':' or spaces,
+    and not the name of one of the queue's own keys."""
+    if not isinstance(job_id, str) or not job_id.strip():
         raise ConfigurationError(f"job_id must be a non-empty string: {job_id!r}")
+    if any(c.isspace() for c in job_id):
+        raise ConfigurationError(f"job_id may not contain white space: {job_id!r}")
+    if job_id in RESERVED_IDS:
+        raise ConfigurationError(f"job_id {job_id!r} is the name of one of the queue's keys")
     if job_id.isdigit():
         raise ConfigurationError(f"job_id may not be a bare integer: {job_id!r}")
     if ":" in job_id:

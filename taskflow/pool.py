@@ -51,8 +51,9 @@ class _Child:
     def __init__(self, context: Any, loop: asyncio.AbstractEventLoop, report: Report) -> None:
         parent_end, child_end = multiprocessing.Pipe()
         self.conn: Connection = parent_end
-        self.process: BaseProcess = context.Process(target=child_main, args=(child_end,),
-                                                    daemon=True, name="taskflow-child")
+        self.process: BaseProcess = context.Process(
+            target=child_main, args=(child_end, os.getpid()), daemon=True,
+            name="taskflow-child")
         self.process.start()
         child_end.close()
         self.loop = loop

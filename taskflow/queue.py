@@ -90,6 +90,8 @@ class Queue:
                      state: str = "completed") -> int:
         """Remove finished jobs of ``state`` that ended more than ``grace_s`` ago, at most
         ``limit``; the count removed."""
+        if grace_s < 0 or (limit is not None and limit < 0):
+            raise ConfigurationError(f"grace_s and limit must be >= 0: {grace_s}, {limit}")
         if state not in FINISHED:
             raise ConfigurationError(f"clean works on {FINISHED}, not {state!r}")
         now_ms = await self._server_ms()
@@ -120,8 +122,11 @@ class Queue:
     async def acancel(self, job_id: str) -> str:
         """Cancel a job: a waiting or delayed one is removed (``"removed"``); a running one
         is stopped by its worker and fails with reason "cancelled", without a retry
-        (``"signalled"``). ``"missing"`` when there is no such job."""
+        (``"signalled"``). A finished job is left as it is (``"finished"``); ``"missing"``
+        when there is no such job."""
         broker = self._broker()
+        if await broker.job_state(self.name, job_id) in FINISHED:
+            return "finished"
         found = await broker.remove_job(self.name, job_id, False)
         if found == 1:
             return "removed"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskflow import _json, _portal
 from taskflow.backends.base import NewJob
+from taskflow.errors import ConfigurationError
 from taskflow.options import JobOptions
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class Task(Generic[P, R]):
     def options(self, *, queue: str | None = None, **options: Any) -> BoundTask[P, R]:
         """This task with per-call options: ``delay_s``, ``priority``, ``lifo``, ``job_id``,
         ``attempts``, ``backoff``, ``keep_completed``, ``keep_failed``, ``keep_logs``."""
+        if queue is not None and (not queue or ":" in queue):
+            raise ConfigurationError(f"queue names may not be empty or contain ':': {queue!r}")
         return BoundTask(self, self.default_options.merge(**options), queue or self.queue)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:

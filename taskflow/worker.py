@@ -139,6 +139,13 @@ class Worker:
             raise ConfigurationError("lock_ms, stalled_interval_ms, max_stalled, grace_s too small")
         self.app = app
         self.queues = list(queues or app.queues)
+        for queue in self.queues:
+            if not queue or ":" in queue:
+                raise ConfigurationError(f"queue names may not be empty or contain ':': "
+                                         f"{queue!r}")
+        for limit in (max_jobs_per_child, max_memory_mb):
+            if limit is not None and limit <= 0:
+                raise ConfigurationError("max_jobs_per_child and max_memory_mb must be > 0")
         self.concurrency = concurrency
         self.pool = pool
         self.lock_ms = lock_ms
@@ -290,7 +297,8 @@ class Worker:
                 marker = await self._idle(queue, can_take, marker, grace_end)
         finally:
             if marker is not None:
-                marker.cancel()
+                marker.cancel()  # and let it end before the connections close
+                await asyncio.gather(marker, return_exceptions=True)
 
     def _wake_all(self) -> None:
         for event in self._wake.values():
@@ -365,6 +373,10 @@ class Worker:
         logger.error("broker error: %s; retrying in 1 s", exc)
         self._emit("error", exc)
         await asyncio.sleep(1.0)
+        try:
+            await self.app.aheal()
+        except TaskflowError as heal_exc:
+            logger.error("could not start the embedded server again: %s", heal_exc)
 
     def _running_in(self, queue: str) -> list[_Running]:
         return [r for (q, _), r in self._running.items() if q == queue]
@@ -403,9 +415,8 @@ class Worker:
             outcome = self._completed(running, value)
         except ControlSignal as signal_:
             outcome, result = self._steered(running, signal_), None
-        except Exception as exc:
-            outcome, result = self._failed(running, exc), exc
-        except asyncio.CancelledError as exc:
+        except (Exception, asyncio.CancelledError, SystemExit, KeyboardInterrupt) as exc:
+            # A task's sys.exit() or KeyboardInterrupt fails its job, not the worker.
             outcome, result = self._failed(running, exc), exc
         queue = running.queue
         self._outcomes[queue].append((running, outcome, result))
@@ -472,7 +483,10 @@ class Worker:
         if isinstance(exc, ChildFailure):
             text = exc.traceback_text
         else:
-            text = "".join(traceback.format_exception(exc))
+            try:
+                text = "".join(traceback.format_exception(exc))
+            except Exception:
+                text = f"{type(exc).__name__} (its traceback could not be formatted)"
         return _json.dumps([*earlier, text][-STACKTRACE_LIMIT:])
 
     def _settled(self, done: list[tuple[_Running, Outcome, Any]], statuses: list[int]) -> None:
@@ -617,7 +631,7 @@ class Worker:
                 async for queue, job_id in broker.cancel_requests(self.queues):
                     self.cancel_local(queue, job_id)
             except TaskflowError as exc:
-                logger.warning("listening for cancels failed: %s; again in 1 s", exc)
+                logger.warning("%s; again in 1 s", exc)
                 await asyncio.sleep(1.0)
 
     def _require_executors(self) -> Executors:
@@ -683,7 +697,12 @@ class _DeferredFailure(UnrecoverableError):
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc)
+    if isinstance(exc, ChildFailure):
+        return exc.reason
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ fails still fails its job
+        text = "(its message could not be read)"
     if isinstance(exc, _DeferredFailure):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

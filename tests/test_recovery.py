@@ -27,8 +27,10 @@ from tests.apps.recovery import (
     PREFIX_ENV,
     URL_ENV,
     gate_key,
+    pids_key,
     register,
     register_flow,
+    register_pid_sleep,
     runs_key,
     started_key,
 )
@@ -466,3 +468,42 @@ def test_sigkill_during_a_child_still_completes_the_parent_once(
     assert runs(raw, prefix, root) == 1
     assert events_of(raw, prefix, root).count("completed") == 1
     assert runs(raw, prefix, root.children[0]) == 2
+
+
+# -- 8. The process pool: a killed worker takes its children with it ----------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_children_end_with_a_killed_worker_so_no_job_runs_twice(
+    app: App, raw: redis.Redis, prefix: str, spawn: Spawn
+) -> None:
+    pid_sleep = register_pid_sleep(app)
+    pid_sleep.delay(30)
+    a = spawn()
+    wait_until(lambda: raw.llen(pids_key(prefix)) == 1, 20, "the child to start the job", a)
+    child = int(raw.lindex(pids_key(prefix), 0) or 0)
+    a.proc.send_signal(signal.SIGKILL)
+    a.wait(5)
+    wait_until(lambda: not _alive(child), 5, "the orphaned child to end")
+
+
+def test_ctrl_c_to_the_process_group_lets_child_jobs_finish(
+    app: App, raw: redis.Redis, prefix: str, spawn: Spawn
+) -> None:
+    pid_sleep = register_pid_sleep(app)
+    job = pid_sleep.delay(1.5)
+    a = spawn()
+    wait_until(lambda: raw.llen(pids_key(prefix)) == 1, 20, "the child to start the job", a)
+    child = int(raw.lindex(pids_key(prefix), 0) or 0)
+    # A terminal's Ctrl-C reaches every process of the group: the worker and its child.
+    a.signal(signal.SIGINT)
+    os.kill(child, signal.SIGINT)
+    assert a.wait(20) == 0, a.stderr()
+    assert job.result(timeout=5) == child

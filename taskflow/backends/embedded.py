@@ -369,6 +369,11 @@ def ensure_server(home: Path | str | None = None, *, extra_args: Sequence[str] =
     return paths.url
 
 
+def url_of(home: Path | str | None = None) -> str:
+    """The URL the embedded server of ``home`` has (or would have); starts nothing."""
+    return _paths(home).url
+
+
 # -------------------------------------------------------------------------- stop
 
 

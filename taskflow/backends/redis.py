@@ -42,16 +42,25 @@ LIST_STATES = (("active", "active"), ("waiting", "wait"))
 
 def resolve_url(url: str | None) -> str:
     """The broker URL: the one given, else ``$TASKFLOW_BROKER_URL``, else the embedded server."""
+    if url == "":
+        raise ConfigurationError("the broker URL is empty (leave it out for the embedded server)")
     url = url or os.environ.get(URL_ENV) or None
     if url is None:
         from taskflow.backends import embedded
 
         return embedded.ensure_server()
-    scheme = urlsplit(url).scheme
-    if scheme not in SCHEMES:
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
         raise ConfigurationError(
             f"broker URL must start with redis://, rediss:// or unix://: {url!r}"
         )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that isn't a number
+    except ValueError as exc:
+        raise ConfigurationError(f"bad port in broker URL {url!r}: {exc}") from exc
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        raise ConfigurationError(f"the database in broker URL {url!r} must be a number")
     return url
 
 
@@ -84,8 +93,16 @@ class FastUnixConnection(_HiredisPacking, aioredis.UnixDomainSocketConnection):
     """A unix socket connection with hiredis command encoding."""
 
 
+# A server that accepts connections but doesn't answer must not hang callers forever.
+CONNECT_TIMEOUT_S = 10.0
+# Longer than any blocking read taskflow makes (BZPOPMIN up to 10 s, XREAD 5 s).
+SOCKET_TIMEOUT_S = 30.0
+
+
 def connect(url: str, **options: Any) -> aioredis.Redis:
     """An asyncio client for ``url``; with hiredis packing except over TLS."""
+    options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT_S)
+    options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)
     scheme = urlsplit(url).scheme
     if scheme == "redis":
         options.setdefault("connection_class", FastConnection)
@@ -323,7 +340,9 @@ class RedisBroker:
         """(queue, job id) for each cancel request, as they come (a blocking subscription,
         no polling)."""
         by_channel = {self.keys(q).key("cancel"): q for q in queues}
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        # Its own connection, without a read timeout: a subscription is quiet for hours.
+        listener = connect(self.url, socket_timeout=None)
+        pubsub = listener.pubsub(ignore_subscribe_messages=True)
         try:
             async with wrap_errors("listening for cancels"):
                 await pubsub.subscribe(*by_channel)
@@ -332,6 +351,7 @@ class RedisBroker:
                         yield by_channel[str(message["channel"])], str(message["data"])
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await listener.aclose()
 
     # -- reading ----------------------------------------------------------------------
 
@@ -510,7 +530,9 @@ class LockRenewer:
         self.lock_ms = lock_ms
         self.running = running
         self.on_lost = on_lost
-        self._client = syncredis.Redis.from_url(url, decode_responses=True)
+        self._client = syncredis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S)
         self._script = self._client.register_script(scripts.source("extend_locks"))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="taskflow-locks", daemon=True)
@@ -555,7 +577,9 @@ class SyncReader:
     def children_of(self, queue: str, job_id: str) -> tuple[dict[str, str], dict[str, str]]:
         """Like :meth:`RedisBroker.children_of`."""
         if self._client is None:
-            self._client = syncredis.Redis.from_url(self.url, decode_responses=True)
+            self._client = syncredis.Redis.from_url(
+                self.url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=SOCKET_TIMEOUT_S)
         key = QueueKeys(queue, self.prefix).job(job_id)
         pipe = self._client.pipeline(transaction=True)
         pipe.hgetall(key + ":processed")

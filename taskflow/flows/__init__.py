@@ -49,17 +49,24 @@ class FlowNode:
 
 
 def flatten(root: Signature[Any]) -> list[FlowNode]:
-    """The tree in pre-order, checked: signatures only, no node twice (so no cycle),
-    known queues, bounded depth. Raises ConfigurationError before anything is written."""
+    """The tree in pre-order, checked: signatures only, no node twice (so no cycle), no
+    custom id twice, known queues, bounded depth. Raises ConfigurationError before
+    anything is written."""
     app = root.task.app
     known = set(app.queues)
     nodes: list[FlowNode] = []
     seen: set[int] = set()
+    custom_ids: set[tuple[str, str]] = set()
     stack: list[tuple[Any, int, int]] = [(root, 0, 0)]
     while stack:
         sig, parent_index, depth = stack.pop()
         _check_node(sig, seen, known, depth)
         queue = sig.queue or sig.task.queue
+        job_id = sig.options.job_id
+        if job_id is not None:
+            if (queue, job_id) in custom_ids:
+                raise ConfigurationError(f"job id {job_id!r} appears twice in the flow")
+            custom_ids.add((queue, job_id))
         nodes.append(FlowNode(sig, queue, parent_index, depth))
         index = len(nodes)
         for child in reversed(sig.children):
@@ -211,6 +218,9 @@ def chain(*steps: Signature[Any]) -> Signature[Any]:
     result as its first argument. Returns the last step, ready to ``delay()``."""
     if not steps:
         raise ConfigurationError("chain() needs at least one step")
+    for step in steps:
+        if not isinstance(step, Signature):
+            raise ConfigurationError(f"a chain step must be a task signature: {step!r}")
     node = steps[0]
     for step in steps[1:]:
         node = step.fed("previous").with_children([node])

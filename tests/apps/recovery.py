@@ -80,6 +80,23 @@ def register(app: App) -> tuple[Task[Any, Any], Task[Any, Any]]:
     return sleepy, boom
 
 
+def pids_key(prefix: str) -> str:
+    """A list: the pid of each process that started ``recovery.pid_sleep``."""
+    return f"{prefix}:test:pids"
+
+
+def register_pid_sleep(app: App) -> Task[Any, Any]:
+    """Register a task that records its process id, then sleeps."""
+
+    @app.task(name="recovery.pid_sleep", pool="processes")
+    def pid_sleep(seconds: float) -> int:
+        _client(app.url).rpush(pids_key(app.prefix), os.getpid())
+        time.sleep(seconds)
+        return os.getpid()
+
+    return pid_sleep
+
+
 def register_flow(app: App) -> Task[Any, Any]:
     """Register a flow parent that records its runs and returns its children's results."""
 
@@ -95,3 +112,4 @@ def register_flow(app: App) -> Task[Any, Any]:
 app = App("recovery", os.environ.get(URL_ENV), prefix=os.environ.get(PREFIX_ENV) or "bull")
 sleepy, boom = register(app)
 collect = register_flow(app)
+pid_sleep = register_pid_sleep(app)
