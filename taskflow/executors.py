@@ -94,6 +94,8 @@ class Executors:
         # cancel cancels that task, and the worker records the outcome all the same.
         self._coroutines[context.key] = asyncio.current_task()  # type: ignore[assignment]
         try:
+            if timeout_s is None:
+                return await task.fn(*args, **kwargs)
             async with asyncio.timeout(timeout_s):
                 return await task.fn(*args, **kwargs)
         except TimeoutError:

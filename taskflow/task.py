@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _FED = object()  # stands for the argument a flow feeds in at run time
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_options(options: JobOptions) -> str:
+    """The ``opts`` JSON of these options (jobs of one task mostly share them)."""
+    return _json.dumps(options.to_bullmq(), "options")
 
 
 class Task(Generic[P, R]):
@@ -50,6 +57,7 @@ class Task(Generic[P, R]):
         self._by_name = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
         self._names = frozenset(self.signature.parameters)
         self._required = frozenset(p.name for p in params if p.default is p.empty)
+        self._positional = tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -104,8 +112,18 @@ class Task(Generic[P, R]):
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The job's data: a JSON object of parameter name to value."""
-        bound = self.signature.bind(*args, **kwargs)
-        return _json.dumps(bound.arguments, f"arguments of {self.name}")
+        return _json.dumps(self._bind(args, kwargs), f"arguments of {self.name}")
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        # Named parameters only, given plainly: map them without inspect (the common
+        # case, on the enqueue path); anything else gets inspect's binding and errors.
+        if self._by_name and len(args) <= len(self._positional):
+            arguments = dict(zip(self._positional, args, strict=False))
+            if (not arguments.keys() & kwargs.keys() and kwargs.keys() <= self._names
+                    and self._required <= arguments.keys() | kwargs.keys()):
+                arguments.update(kwargs)
+                return arguments
+        return dict(self.signature.bind(*args, **kwargs).arguments)
 
     def try_encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """Like :meth:`encode_args`, but None when the arguments don't fit (yet): a chain
@@ -200,11 +218,12 @@ class Signature(Generic[R]):
         if data is None:  # arguments that never fitted: raise the binding's TypeError
             data = self.task.encode_args(self.args, self.kwargs)
         opts = self.options
-        stored = opts.to_bullmq()
         if extra_opts:
-            stored.update(extra_opts)
+            opts_json = _json.dumps({**opts.to_bullmq(), **extra_opts}, "options")
+        else:
+            opts_json = _stored_options(opts)
         return NewJob(
-            name=self.task.name, data=data, opts=_json.dumps(stored, "options"),
+            name=self.task.name, data=data, opts=opts_json,
             job_id=opts.job_id or "", delay_ms=opts.delay_ms, priority=opts.priority,
             lifo=opts.lifo,
         )
