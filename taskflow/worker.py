@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from taskflow import _json
 from taskflow.backends.base import Outcome
-from taskflow.backends.redis import LockRenewer, SyncReader
+from taskflow.backends.redis import LockRenewer, RedisBroker, SyncReader
 from taskflow.control import ControlSignal, MoveToDelayed
 from taskflow.errors import (
     ConfigurationError,
@@ -51,7 +51,6 @@ from taskflow.pool import ChildFailure
 
 if TYPE_CHECKING:
     from taskflow.app import App
-    from taskflow.backends.redis import RedisBroker
     from taskflow.task import Task
 
 logger = logging.getLogger(__name__)
@@ -214,7 +213,9 @@ class Worker:
     async def run(self) -> None:
         """Run until :meth:`stop`; then finish running jobs within the grace period."""
         self._loop = asyncio.get_running_loop()
-        self._broker = self.app.broker()
+        # Connections of its own: several workers may share an app (and a loop), and each
+        # closes what it opened when it stops.
+        self._broker = RedisBroker(self.app.url, self.app.prefix)
         self._reader = SyncReader(self.app.url, self.app.prefix)
         self._executors = Executors(self.pool, self.concurrency, self._report_from_child,
                                     *self.child_limits)
@@ -237,7 +238,8 @@ class Worker:
                 task.cancel()  # coroutines past the grace period; their jobs stall back
             self._executors.close()
             self._reader.close()
-            await self.app.aclose()
+            await self._broker.close()
+            await self.app.aclose()  # what tasks opened through the app on this loop
             self._stopped.set()
             logger.info("worker %s stopped", self.name)
 
