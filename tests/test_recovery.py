@@ -178,6 +178,16 @@ def assert_recovered_once(raw: redis.Redis, prefix: str, job: Job[Any]) -> None:
     assert "failed" not in events, events
 
 
+def completes_on_a_new_worker(spawn: Spawn, raw: redis.Redis, prefix: str,
+                              job: Job[Any]) -> None:
+    """Another worker recovers the job through the stalled check and completes it once."""
+    b = spawn()
+    result = job.result(timeout=RECOVERY_S)
+    assert result["pid"] == b.pid and result["run"] == 2
+    assert_recovered_once(raw, prefix, job)
+    stop_gracefully(b)
+
+
 # -- 1. SIGKILL mid-job: the stalled check of another worker recovers the job -----------
 
 
@@ -375,11 +385,7 @@ def test_grace_exceeded_exits_and_job_comes_back(
     assert "grace period over: 1 job(s) left to the stalled check" in log
     assert took < grace_s + 2.0, f"worker exited {took:.1f} s after SIGTERM (grace {grace_s} s)"
 
-    b = spawn()
-    result = job.result(timeout=RECOVERY_S)
-    assert result["pid"] == b.pid and result["run"] == 2
-    assert_recovered_once(raw, prefix, job)
-    stop_gracefully(b)
+    completes_on_a_new_worker(spawn, raw, prefix, job)
 
 
 # -- 5. a second signal exits at once ---------------------------------------------------
@@ -402,11 +408,7 @@ def test_second_signal_exits_at_once(
     assert "second SIGTERM: exiting now" in a.stderr()
     assert job.state() == "active"  # left to the stalled check
 
-    b = spawn()
-    result = job.result(timeout=RECOVERY_S)
-    assert result["pid"] == b.pid and result["run"] == 2
-    assert_recovered_once(raw, prefix, job)
-    stop_gracefully(b)
+    completes_on_a_new_worker(spawn, raw, prefix, job)
 
 
 # -- 6. one log line per job outcome ----------------------------------------------------
