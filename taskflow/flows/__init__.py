@@ -274,8 +274,3 @@ class GroupResult:
 
     def results(self, timeout: float | None = None) -> list[Any]:
         return _portal.run(self.aresults(timeout))
-
-
-def decode_results(processed: dict[str, str]) -> dict[str, Any]:
-    """Children's results as stored on the parent: child key -> decoded value."""
-    return {key: _json.loads(value) for key, value in processed.items()}
