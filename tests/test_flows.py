@@ -207,3 +207,19 @@ async def test_tree_can_be_read_back(aapp: App) -> None:
     assert tree.more_children == 2
     shallow = await root.atree(depth=0)
     assert shallow.children == []
+
+
+async def test_tree_of_a_parent_without_recorded_order_lists_every_child(
+    aapp: App, raw: redis.Redis
+) -> None:
+    """A parent BullMQ added keeps no order: its children are found in its sets, those
+    that failed it (":unsuccessful") included."""
+    crunch, report, _, _ = _tasks(aapp)
+    root = await report.s(month="x", children=[crunch.s(1), crunch.s(2)]).adelay()
+    base = f"{aapp.prefix}:reports:{root.id}"
+    failed_child, pending_child = root.children[0], root.children[1]
+    raw.hdel(base, "tfc")
+    raw.srem(f"{base}:dependencies", failed_child.key)
+    raw.hset(f"{base}:unsuccessful", failed_child.key, "boom")
+    tree = await root.atree()
+    assert {c.job.id for c in tree.children} == {failed_child.id, pending_child.id}

@@ -234,18 +234,20 @@ class RedisBroker:
 
     async def child_keys(self, queue: str, job_id: str) -> list[str]:
         """A parent's children's keys: in the order given when taskflow added the flow,
-        else pending ones, then completed, then failed."""
+        else pending ones, then completed, then failed (those the parent went on without,
+        then those that failed it)."""
         key = self.keys(queue).job(job_id)
         pipe: Pipeline = self.client.pipeline(transaction=True)
         pipe.hget(key, "tfc")
         pipe.smembers(key + ":dependencies")
         pipe.hkeys(key + ":processed")
         pipe.hkeys(key + ":failed")
+        pipe.hkeys(key + ":unsuccessful")
         async with wrap_errors("reading children"):
-            ordered, pending, done, failed = await pipe.execute()
+            ordered, pending, done, failed, unsuccessful = await pipe.execute()
         if ordered:
             return [str(k) for k in orjson.loads(ordered)]
-        found = [*sorted(pending), *sorted(done), *sorted(failed)]
+        found = [*sorted(pending), *sorted(done), *sorted(failed), *sorted(unsuccessful)]
         return list(dict.fromkeys(str(k) for k in found))
 
     async def check_stalled(
