@@ -164,6 +164,7 @@ class Worker:
         self._wake: dict[str, asyncio.Event] = {}
         self._ready: dict[str, bool] = {}
         self._in_flight: dict[str, int] = {}
+        self._probing: set[str] = set()  # queues woken from idle, not yet looked at
         self._reserved = 0  # slots asked for by rounds in flight
         # Each round takes at most its share of the slots, so that while Redis runs one
         # round, Python runs the jobs the other brought: both cores stay busy.
@@ -318,6 +319,10 @@ class Worker:
         done, self._outcomes[queue] = self._outcomes[queue], []
         self._reserved += fetch
         self._in_flight[queue] += 1
+        if fetch and queue in self._probing:
+            # Woken from idle: one round looks; a second follows only if jobs are there.
+            self._probing.discard(queue)
+            self._ready[queue] = False
         self._spawn(self._round(queue, fetch, done))
 
     async def _round(self, queue: str, fetch: int,
@@ -341,6 +346,8 @@ class Worker:
         if fetch > 0 and len(taken.jobs) < fetch:
             self._ready[queue] = False
             self._next_due_ms[queue] = taken.next_delayed_ms
+        elif taken.jobs:
+            self._ready[queue] = True
 
     async def _idle(self, queue: str, can_take: bool, marker: asyncio.Task[bool] | None,
                     grace_end: float | None) -> asyncio.Task[bool] | None:
@@ -357,6 +364,7 @@ class Worker:
         waiters[0].cancel()
         if marker is not None and marker.done():
             self._ready[queue] = True
+            self._probing.add(queue)
             marker = None
         return marker
 
