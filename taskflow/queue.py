@@ -8,6 +8,7 @@ Each method has an async form (``a``-prefixed) and a sync form.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from taskflow import _portal
@@ -29,6 +30,19 @@ STATES = ("waiting", "prioritized", "delayed", "active", "completed", "failed",
           "waiting-children")
 # Where each state lives: a list (newest first) or a zset (by score).
 _LISTS = {"waiting": "wait", "active": "active"}
+
+
+async def _in_batches(step: Callable[[int], Awaitable[int]], limit: int | None) -> int:
+    """Call ``step(batch size)`` (one script call each) until it does less than asked or
+    ``limit`` jobs are done; the total done."""
+    done = 0
+    while limit is None or done < limit:
+        batch = BATCH if limit is None else min(BATCH, limit - done)
+        count = await step(batch)
+        done += count
+        if count < batch:
+            break
+    return done
 
 
 class Queue:
@@ -138,14 +152,8 @@ class Queue:
     async def _remove_all(self, where: str, cutoff_ms: int | None, event: str,
                           limit: int | None) -> int:
         broker = self._broker()
-        removed = 0
-        while limit is None or removed < limit:
-            batch = BATCH if limit is None else min(BATCH, limit - removed)
-            count = await broker.remove_jobs(self.name, where, batch, cutoff_ms, event)
-            removed += count
-            if count < batch:
-                break
-        return removed
+        return await _in_batches(
+            lambda batch: broker.remove_jobs(self.name, where, batch, cutoff_ms, event), limit)
 
     async def _server_ms(self) -> int:
         seconds, micros = await self._broker().call("TIME", self._broker().client.time)
@@ -158,14 +166,7 @@ class Queue:
         if state not in FINISHED:
             raise ConfigurationError(f"retry works on {FINISHED}, not {state!r}")
         broker = self._broker()
-        moved = 0
-        while limit is None or moved < limit:
-            batch = BATCH if limit is None else min(BATCH, limit - moved)
-            count = await broker.retry_jobs(self.name, state, batch)
-            moved += count
-            if count < batch:
-                break
-        return moved
+        return await _in_batches(lambda batch: broker.retry_jobs(self.name, state, batch), limit)
 
     async def aretry_job(self, job_id: str, state: str = "failed") -> bool:
         return await self._broker().retry_jobs(self.name, state, 1, job_id) == 1

@@ -534,16 +534,7 @@ class Worker:
 
     def report(self, context: JobContext, kind: str, payload: str) -> None:
         """Send a progress value or a log line of a running job (from any thread)."""
-        loop = self._require_loop()
-        coro = self._send_report(context, kind, payload)
-        try:
-            running_loop = asyncio.get_running_loop()
-        except RuntimeError:
-            running_loop = None
-        if running_loop is loop:
-            self._spawn(coro)
-        else:
-            asyncio.run_coroutine_threadsafe(coro, loop).result()
+        self._call_on_loop(self._send_report(context, kind, payload))
 
     async def _send_report(self, context: JobContext, kind: str, payload: str) -> None:
         broker = self._require_broker()
